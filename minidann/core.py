@@ -1,0 +1,206 @@
+"""The autodiff core: Tensor, Function, the backward walk and no_grad.
+
+A :class:`Function` computes on raw arrays (NumPy or CuPy) in ``forward`` and returns one gradient per input
+in ``backward``. Calling a Function on tensors records the graph: the output remembers its ``creator``, the
+creator remembers its ``inputs``. ``Tensor.backward`` walks that graph once, in reverse topological order,
+adding each input's gradient to what it already has (a tensor used twice gets the sum of both gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .backend import get_array_module
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside ``with no_grad():`` ops record no graph (evaluation, finite differences, optimizer steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Tensor:
+    """An array plus what autodiff needs: ``.grad`` and the Function that made it (``.creator``).
+
+    Args:
+        data: a NumPy or CuPy array (Python numbers and lists are turned into NumPy arrays).
+        requires_grad: whether backward should compute a gradient for this tensor. Data tensors default to
+            False (no gradient for input images); :class:`Parameter` defaults to True.
+    """
+
+    __array_priority__ = 100  # so that ndarray * Tensor calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if get_array_module(data) is np:
+            data = np.asarray(data)
+        self.data = data
+        self.grad = None
+        self.creator: Function | None = None
+        self.requires_grad = requires_grad
+        self.name = name
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+
+    def backward(self, gy=None, retain_grad: bool = False) -> None:
+        """Compute d(self)/d(t) for every tensor t that requires a gradient, and add it to ``t.grad``.
+
+        Args:
+            gy: upstream gradient, same shape as ``self``; defaults to ones (a scalar loss).
+            retain_grad: keep ``.grad`` on intermediate tensors too (by default only leaves keep it,
+                which frees memory as the walk goes).
+        """
+        xp = get_array_module(self.data)
+        if gy is None:
+            gy = xp.ones_like(self.data)
+        if gy.shape != self.shape:
+            raise ValueError(f"backward: gy has shape {gy.shape}, expected the output's shape {self.shape}")
+        self.grad = gy
+
+        # Reverse topological order of the tensors made by functions, found by an iterative depth-first
+        # search (no recursion limit on deep graphs): a tensor comes after every tensor computed from it.
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            t, children_done = stack.pop()
+            if children_done:
+                order.append(t)
+                continue
+            if id(t) in visited or t.creator is None:
+                continue
+            visited.add(id(t))
+            stack.append((t, True))
+            stack.extend((x, False) for x in t.creator.inputs if x.requires_grad)
+
+        for t in reversed(order):
+            f = t.creator
+            gxs = f.backward(t.grad)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx in zip(f.inputs, gxs, strict=True):
+                if gx is None or not x.requires_grad:
+                    continue
+                # Out of place: a tensor that feeds two ops (DANN's features feed both heads) gets the sum.
+                x.grad = gx if x.grad is None else x.grad + gx
+            if not retain_grad and t is not self:
+                t.grad = None
+
+    # Operators, so that models read like the math. Each one is a Function from minidann.functions.
+    def __add__(self, other):
+        from .functions.basic import add
+
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        from .functions.basic import mul
+
+        return mul(self, other)
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        from .functions.basic import mul
+
+        return mul(self, -1.0)
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __getitem__(self, index):
+        from .functions.basic import batch_slice
+
+        return batch_slice(self, index)
+
+    def reshape(self, *shape):
+        from .functions.basic import reshape
+
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+
+    def sum(self):
+        from .functions.basic import sum
+
+        return sum(self)
+
+    def mean(self):
+        from .functions.basic import mean
+
+        return mean(self)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float (on a GPU this waits for the result)."""
+        return float(self.data.reshape(-1)[0]) if self.size == 1 else float(self.data)
+
+
+class Parameter(Tensor):
+    """A trainable tensor: ``requires_grad`` is True and :class:`~minidann.layers.Module` registers it."""
+
+    def __init__(self, data, name: str | None = None):
+        super().__init__(data, requires_grad=True, name=name)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+def as_tensor(x) -> Tensor:
+    """Wrap arrays and numbers as constant tensors; leave tensors alone."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+class Function:
+    """Base class of every op: subclasses write ``forward(*arrays)`` and ``backward(gy)``.
+
+    ``forward`` receives raw arrays and returns one array. It may save what backward needs on ``self``.
+    ``backward`` receives the upstream gradient ``gy`` (same shape as the output) and returns one gradient
+    per input (a tuple, or a single array for one input), using None where none is needed.
+    ``self.needs_grad[i]`` says whether input ``i`` wants a gradient, so backward can skip work
+    (the gradient with respect to the input images is never computed).
+    """
+
+    inputs: tuple[Tensor, ...] = ()
+    needs_grad: tuple[bool, ...] = ()
+
+    def __call__(self, *inputs) -> Tensor:
+        inputs = tuple(as_tensor(x) for x in inputs)
+        get_array_module(*(x.data for x in inputs))  # raises TypeError if NumPy and CuPy are mixed
+        self.needs_grad = tuple(x.requires_grad for x in inputs)
+        record = _grad_enabled and any(self.needs_grad)
+        self.recording = record
+        y = Tensor(self.forward(*(x.data for x in inputs)))
+        if record:
+            self.inputs = inputs
+            y.creator = self
+            y.requires_grad = True
+        return y
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError

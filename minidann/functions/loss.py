@@ -1,0 +1,80 @@
+"""Softmax cross-entropy, the loss of both the label predictor and the domain classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module, is_cupy_array
+from ..core import Function, Tensor, as_tensor
+
+
+def check_labels(labels, num_classes: int):
+    """Validate integer class labels, shape (N,), values in [0, num_classes).
+
+    This runs on the host for NumPy labels (free) and with one device sync for CuPy labels: it must come
+    before any indexing, because CuPy wraps out-of-range indices instead of raising.
+    """
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes - 1}] for {num_classes} classes, got values from {lo} to {hi}"
+            )
+
+
+class SoftmaxCrossEntropy(Function):
+    """L = -(1/N) sum_n log softmax(z_n)[t_n].
+
+    Shapes: logits z (N, K) float, labels t (N,) int (a constant, no gradient) -> scalar.
+    """
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def forward(self, z):
+        xp = get_array_module(z)
+        N = z.shape[0]
+        # log softmax with the row max subtracted: exp never overflows
+        z_shift = z - z.max(axis=1, keepdims=True)
+        log_p = z_shift - xp.log(xp.exp(z_shift).sum(axis=1, keepdims=True))
+        self.log_p = log_p
+        return -log_p[xp.arange(N), self.labels].mean()
+
+    def backward(self, gy):
+        # dL/dz = (softmax(z) - onehot(t)) / N, times the upstream scalar gy
+        xp = get_array_module(gy)
+        N = self.log_p.shape[0]
+        gz = xp.exp(self.log_p)
+        gz[xp.arange(N), self.labels] -= 1
+        gz *= gy / N
+        return gz
+
+
+def softmax_cross_entropy(logits, labels) -> Tensor:
+    """Mean softmax cross-entropy of ``logits`` (N, K) against integer ``labels`` (N,); returns a scalar.
+
+    Labels may be a host NumPy array even when the logits live on a GPU: they are checked on the host and
+    then copied, which is how the training loop passes them.
+    """
+    logits = as_tensor(logits)
+    if isinstance(labels, Tensor):
+        labels = labels.data
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: logits must have shape (N, K), got {logits.shape}")
+    if not hasattr(labels, "ndim"):
+        labels = np.asarray(labels)
+    check_labels(labels, logits.shape[1])
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"softmax_cross_entropy: {logits.shape[0]} rows of logits but {labels.shape[0]} labels"
+        )
+    if is_cupy_array(logits.data) and not is_cupy_array(labels):
+        xp = get_array_module(logits.data)
+        labels = xp.asarray(labels)
+    elif not is_cupy_array(logits.data) and is_cupy_array(labels):
+        raise TypeError("softmax_cross_entropy: logits are on the CPU but labels on the GPU; move both to one device")
+    return SoftmaxCrossEntropy(labels)(logits)

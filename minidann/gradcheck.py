@@ -1,0 +1,169 @@
+"""Numerical gradient checking: compare every backward pass with central finite differences.
+
+The scalar that is differentiated is ``sum(fn(*inputs) * gy)`` for a seeded random upstream gradient ``gy``.
+With an all-ones ``gy`` a backward that sends gradients to the wrong positions (a transposed gy, say) could
+still pass; a random ``gy`` catches it. Everything runs in float64, where the finite-difference error
+(about eps^2 * f''' plus rounding 1e-16 / eps) is far below the tolerance.
+
+Run ``python -m minidann.gradcheck [--device cpu|gpu]`` for a table of every op and layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .backend import get_array_module, to_device, to_numpy
+from .core import Tensor, no_grad
+
+
+def rel_error(a, b) -> float:
+    """max |a - b| / max(1e-8, |a| + |b|), elementwise then the worst (CS231n's relative error)."""
+    a, b = np.asarray(to_numpy(a), np.float64), np.asarray(to_numpy(b), np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))) if a.size else 0.0
+
+
+def numerical_grad(f: Callable[[], float], x, eps: float = 1e-6) -> np.ndarray:
+    """Central differences (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) for every element i of array ``x``.
+
+    ``x`` is perturbed in place and restored exactly; ``f`` reads it. Returns a host float64 array.
+    """
+    flat = x.reshape(-1)  # a view: writing to it perturbs x
+    grad = np.empty(flat.size)
+    for i in range(flat.size):
+        old = flat[i].copy()
+        flat[i] = old + eps
+        f_plus = f()
+        flat[i] = old - eps
+        f_minus = f()
+        flat[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad.reshape(x.shape)
+
+
+def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps: float = 1e-6, rtol: float = 1e-5,
+                   atol: float = 1e-8, seed: int = 0, params: Sequence[Tensor] = ()) -> float:
+    """Check the gradients that ``fn``'s backward pass computes against central differences.
+
+    Args:
+        fn: maps tensors to one output tensor, e.g. ``minidann.functions.conv2d`` or a Module.
+        inputs: arrays or tensors. Float ones are copied to float64 and checked; integer ones (labels) are
+            passed through unchanged as constants.
+        gy: upstream gradient (output-shaped). Default: standard normal from ``seed``.
+        eps: finite-difference step. rtol, atol: element (i) passes if |analytic - numeric| <= atol + rtol * |numeric|.
+        params: extra tensors that ``fn`` reads (a Module's parameters): their ``.data`` is converted to float64
+            in place (the module stays float64 afterwards) and their gradients are checked too.
+
+    Returns:
+        The worst relative error over all checked elements (see :func:`rel_error`).
+
+    Raises:
+        AssertionError naming the input, the element, the analytic and numeric values and the relative error.
+    """
+    xs, names = [], []
+    for i, x in enumerate(inputs):
+        data = x.data if isinstance(x, Tensor) else x
+        xp = get_array_module(data)
+        data = xp.asarray(data)
+        if data.dtype.kind == "f":
+            xs.append(Tensor(data.astype(xp.float64), requires_grad=True))
+            names.append(f"input {i}")
+        else:
+            xs.append(Tensor(data))
+            names.append(None)
+    checked = [(t, n) for t, n in zip(xs, names, strict=True) if n is not None]
+    for j, p in enumerate(params):
+        p.data = p.data.astype(get_array_module(p.data).float64)
+        p.grad = None
+        checked.append((p, p.name or f"param {j}"))
+    if not checked:
+        raise ValueError("check_backward: no float input or parameter to check")
+
+    y = fn(*xs)
+    xp = get_array_module(y.data)
+    if gy is None:
+        gy = np.random.default_rng(seed).standard_normal(y.shape)
+    gy = xp.asarray(to_device(np.asarray(to_numpy(gy), np.float64), "gpu" if xp is not np else "cpu"))
+    y.backward(gy)
+
+    def objective() -> float:
+        with no_grad():
+            return float((fn(*xs).data * gy).sum())
+
+    worst = 0.0
+    for t, name in checked:
+        analytic = np.zeros(t.shape) if t.grad is None else to_numpy(t.grad)
+        host = to_numpy(t.data).copy()
+        if xp is np:
+            numeric = numerical_grad(objective, t.data, eps)
+        else:  # perturb a host copy and upload it for each evaluation: slow but simple, GPU checks are small
+            def on_host(t=t, host=host) -> float:
+                t.data = xp.asarray(host)
+                return objective()
+            numeric = numerical_grad(on_host, host, eps)
+            t.data = xp.asarray(host)
+        err = np.abs(analytic - numeric)
+        bad = err > atol + rtol * np.abs(numeric)
+        rel = rel_error(analytic, numeric)
+        if bad.any():
+            idx = tuple(int(k) for k in np.argwhere(bad)[np.argmax(err[bad])])
+            a, n = analytic[idx], numeric[idx]
+            raise AssertionError(
+                f"gradient check failed for {name} (shape {t.shape}) at element {idx}: analytic {a:.8g}, "
+                f"numeric {n:.8g}, relative error {abs(a - n) / max(1e-8, abs(a) + abs(n)):.3g} "
+                f"({int(bad.sum())} of {bad.size} elements out of tolerance atol={atol}, rtol={rtol})"
+            )
+        worst = max(worst, rel)
+    return worst
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the gradient-check table for every op and layer; return 1 if any check fails."""
+    import argparse
+
+    from . import checks
+    from .backend import GPUUnavailableError, resolve_device
+
+    parser = argparse.ArgumentParser(prog="python -m minidann.gradcheck", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients (default: 0)")
+    args = parser.parse_args(argv)
+    try:
+        device, _ = resolve_device(args.device)
+    except GPUUnavailableError as e:
+        print(f"error: {e}")
+        return 2
+
+    rows = []  # (op, shapes, max relative error, result)
+
+    def row(op, shapes, run):
+        try:
+            value = run()
+            err = f"{value:.2e}" if isinstance(value, float) else "-"
+            rows.append((op, shapes, err, "pass"))
+        except AssertionError as e:
+            rows.append((op, shapes, "-", "FAIL: " + str(e).split(":")[0]))
+
+    for case in checks.ALL_CASES:
+        row(case.name, case.shapes, lambda case=case: checks.run_case(case, device, args.seed))
+    row("grad_reverse", "(3,4), lambd 0.7: grad == -lambd * gy exactly", lambda: checks.grl_exact(0.7, device))
+    row("grad_reverse", "(3,4), lambd 0.5: a plain check must fail, by design",
+        lambda: checks.grl_plain_check_fails(0.5, device) and None)
+    row("DANN update", "G_f vs L_y - lambd L_d, G_y vs L_y, G_d vs L_d (lambd 0.6)",
+        lambda: checks.dann_saddle_check(0.6, device, args.seed))
+
+    widths = [max(len(r[i]) for r in rows + [("op", "shapes", "max rel error", "result")]) for i in range(4)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(f"minidann gradient checks on {device} (float64, central differences, random upstream gradient)")
+    print(line.format("op", "shapes", "max rel error", "result"))
+    print(line.format(*("-" * w for w in widths)))
+    for r in rows:
+        print(line.format(*r))
+    failed = sum(not r[3].startswith("pass") for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} checks passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
