@@ -1,0 +1,243 @@
+"""Checked downloads: mirrors in order, a temporary file in the destination folder, a hash check, `os.replace`.
+
+Nothing here knows about MNIST or BSDS500; `mnist.py` and `mnistm.py` pass their own mirror lists and
+checksum tables, and tests pass a local HTTP server's URLs.
+
+Guarantees:
+- The destination appears only complete and verified (it is renamed into place after the hash check).
+- A failed, interrupted or mismatching download leaves no file behind (the temporary file is removed).
+- Offline, it gives up within seconds: every connection and every read has a short timeout, and a host that
+  could not be reached is not tried again for the next files.
+- When every mirror fails, `DownloadError` lists each URL, the expected hash and the destination path, so the
+  files can be fetched by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ._common import DataError, temp_path
+
+__all__ = ["DEFAULT_TIMEOUT", "DownloadError", "RemoteFile", "download_file", "download_files", "by_hand_message"]
+
+#: Seconds allowed for name resolution, for the connection and for each read. Short, so that an offline
+#: machine falls back to the embedded subset within seconds instead of stalling.
+DEFAULT_TIMEOUT = 5.0
+_CHUNK = 1 << 16
+
+
+class DownloadError(DataError):
+    """Every mirror failed for at least one file. The message says how to fetch the files by hand."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file to fetch.
+
+    Attributes:
+        name: file name inside the data folder, e.g. "train-images-idx3-ubyte.gz".
+        urls: mirrors, tried in order.
+        expected: "md5:<hex>", "sha256:<hex>" or, where no checksum is published, "size:<bytes>".
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    expected: str
+
+
+class _Checker:
+    """Incremental check of the downloaded bytes against `expected` ("algo:value")."""
+
+    def __init__(self, expected: str):
+        algo, _, value = expected.partition(":")
+        if algo not in ("md5", "sha256", "size") or not value:
+            raise ValueError(f"expected must be 'md5:<hex>', 'sha256:<hex>' or 'size:<n>', got {expected!r}")
+        self.algo, self.value = algo, value.lower()
+        self.size = 0
+        self.hash = None if algo == "size" else hashlib.new(algo)
+
+    def update(self, block: bytes) -> None:
+        self.size += len(block)
+        if self.hash is not None:
+            self.hash.update(block)
+
+    def actual(self) -> str:
+        return str(self.size) if self.hash is None else self.hash.hexdigest()
+
+    def ok(self) -> bool:
+        return self.actual() == self.value
+
+
+def _resolves(host: str, port: int, timeout: float) -> bool:
+    """Name resolution with a deadline.
+
+    `urlopen(timeout=...)` bounds the connection and the reads but not `getaddrinfo`, which can hang for tens
+    of seconds behind a resolver that is configured but unreachable. A daemon thread bounds it.
+    """
+    result: list[bool] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=lookup, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -> None:
+    """Stream `url` into the open-for-writing path `tmp`, feeding `checker`. Raises OSError on any failure."""
+    request = urllib.request.Request(url, headers={"User-Agent": "minidann"})
+    with urllib.request.urlopen(request, timeout=timeout) as resp, open(tmp, "xb") as f:
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is a dependency, but a download must not fail for a progress bar
+            tqdm = None
+        bar = (
+            tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None, leave=False)
+            if tqdm is not None
+            else None
+        )
+        try:
+            while True:
+                block = resp.read(_CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                checker.update(block)
+                if bar is not None:
+                    bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
+        # http.client does not always raise when the server closes early, so compare with the announced size.
+        if total is not None and checker.size != total:
+            raise OSError(f"connection closed after {checker.size} of {total} bytes")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[str]) -> tuple[Path | None, list[str]]:
+    """Try each mirror of `remote` in order; return (path, []) on success or (None, reasons) on failure."""
+    dest = dest_dir / remote.name
+    reasons: list[str] = []
+    for url in remote.urls:
+        parts = urlsplit(url)
+        host = parts.netloc
+        if host in dead:
+            reasons.append(f"{url}: skipped, {host} was unreachable a moment ago")
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname and not _resolves(parts.hostname, port, timeout):
+            dead.add(host)
+            reasons.append(f"{url}: cannot resolve {parts.hostname} (offline?)")
+            continue
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        # The temporary file lives in the destination folder so that os.replace is a same-file-system rename.
+        tmp = temp_path(dest)
+        try:
+            checker = _Checker(remote.expected)
+            _fetch(url, tmp, checker, timeout, remote.name)
+            if not checker.ok():
+                reasons.append(f"{url}: {checker.algo} mismatch, got {checker.actual()}")
+                continue
+            os.replace(tmp, dest)
+            return dest, []
+        except urllib.error.HTTPError as e:  # the host answered: it is alive, only this URL is bad
+            reasons.append(f"{url}: HTTP {e.code} {e.reason}")
+        except OSError as e:  # URLError, refused, reset, timeout, early close
+            if isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError)):
+                dead.add(host)  # unreachable or stalled: do not wait for it again for the next files
+            reasons.append(f"{url}: {getattr(e, 'reason', e)}")
+        finally:
+            tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+    return None, reasons
+
+
+def download_file(
+    remote: RemoteFile,
+    dest_dir: str | os.PathLike,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    dead_hosts: set[str] | None = None,
+) -> Path:
+    """Download one file into `dest_dir`, trying its mirrors in order.
+
+    Args:
+        remote: name, mirror URLs and expected hash.
+        dest_dir: the data folder; created if needed.
+        timeout: seconds for name resolution, connection and each read.
+        dead_hosts: hosts found unreachable so far; updated in place and skipped, so an offline machine pays
+            the timeout once per host, not once per file.
+
+    Returns:
+        The path of the verified file, `dest_dir / remote.name`.
+
+    Raises:
+        DownloadError: every mirror failed; the message lists URLs, the expected hash and the destination.
+    """
+    dest_dir = Path(dest_dir)
+    path, reasons = _try_mirrors(remote, dest_dir, timeout, dead_hosts if dead_hosts is not None else set())
+    if path is None:
+        raise DownloadError(by_hand_message([remote], dest_dir, {remote.name: reasons}))
+    return path
+
+
+def download_files(
+    remotes: Sequence[RemoteFile], dest_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[Path]:
+    """Download several files; if any fails, raise one DownloadError covering every failed file.
+
+    Files that did download are kept (they are complete and verified).
+
+    Returns:
+        The paths of the downloaded files, in the order of `remotes`.
+    """
+    dest_dir = Path(dest_dir)
+    dead: set[str] = set()
+    paths: list[Path] = []
+    failed: dict[str, list[str]] = {}
+    for remote in remotes:
+        path, reasons = _try_mirrors(remote, dest_dir, timeout, dead)
+        if path is None:
+            failed[remote.name] = reasons
+        else:
+            paths.append(path)
+    if failed:
+        raise DownloadError(by_hand_message([r for r in remotes if r.name in failed], dest_dir, failed))
+    return paths
+
+
+def by_hand_message(
+    remotes: Iterable[RemoteFile], dest_dir: Path, reasons: dict[str, list[str]] | None = None
+) -> str:
+    """The offline help: for each file, its URLs, expected hash and destination, then the failures."""
+    remotes = list(remotes)
+    lines = [
+        f"Could not download {', '.join(r.name for r in remotes)} (no network, or every mirror failed). "
+        "Fetch the files by hand from any of these URLs, check the hash, and put them at the destination:"
+    ]
+    for r in remotes:
+        lines.append(f"  {r.name}  expected {r.expected}  ->  {Path(dest_dir) / r.name}")
+        lines.extend(f"      {url}" for url in r.urls)
+    if reasons:
+        lines.append("What went wrong:")
+        for name, rs in reasons.items():
+            lines.extend(f"  {name}: {why}" for why in rs)
+    return "\n".join(lines)
