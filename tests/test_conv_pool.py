@@ -1,0 +1,102 @@
+"""conv2d and max_pool2d against naive loop implementations; im2col and col2im are exact adjoints."""
+
+import numpy as np
+import pytest
+
+import minidann.functions as F
+from minidann.checks import shuffled_linspace
+from minidann.core import Tensor
+
+# (N, C, H, W, OC, K, stride, pad): stride 2, pad 0 and 2, non-square inputs, batch 1
+CONV_SHAPES = [
+    (2, 3, 7, 7, 4, 3, 1, 0),
+    (2, 3, 28, 28, 5, 5, 1, 2),
+    (1, 2, 9, 6, 3, 3, 2, 0),
+    (3, 2, 8, 11, 2, 5, 2, 2),
+    (1, 1, 5, 5, 1, 1, 1, 0),
+]
+
+
+def conv2d_naive(x, W, b, stride, pad):
+    """Loops over every output pixel: the definition of cross-correlation."""
+    N, C, H, Wd = x.shape
+    OC, _, KH, KW = W.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (Wd + 2 * pad - KW) // stride + 1
+    y = np.zeros((N, OC, OH, OW))
+    for n in range(N):
+        for oc in range(OC):
+            for i in range(OH):
+                for j in range(OW):
+                    win = xp[n, :, i * stride : i * stride + KH, j * stride : j * stride + KW]
+                    y[n, oc, i, j] = np.sum(win * W[oc]) + b[oc]
+    return y
+
+
+def max_pool_naive(x, k, s):
+    N, C, H, W = x.shape
+    OH, OW = (H - k) // s + 1, (W - k) // s + 1
+    y = np.zeros((N, C, OH, OW))
+    for i in range(OH):
+        for j in range(OW):
+            y[:, :, i, j] = x[:, :, i * s : i * s + k, j * s : j * s + k].max(axis=(2, 3))
+    return y
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=str)
+def test_conv2d_forward_matches_naive(shape):
+    N, C, H, W, OC, K, s, p = shape
+    rng = np.random.default_rng(0)
+    x, Wt, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, C, K, K)), rng.standard_normal(OC)
+    y = F.conv2d(x, Wt, b, stride=s, pad=p).data
+    np.testing.assert_allclose(y, conv2d_naive(x, Wt, b, s, p), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=str)
+def test_im2col_col2im_are_exact_adjoints(shape):
+    N, C, H, W, _, K, s, p = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, W))
+    col = F.im2col(x, K, K, s, s, p, p)
+    c = rng.standard_normal(col.shape)
+    lhs = np.vdot(col, c)  # <im2col(x), c>
+    rhs = np.vdot(x, F.col2im(c, x.shape, s, s, p, p))  # <x, col2im(c)>
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape,k,s", [((2, 3, 6, 4), 2, 2), ((1, 2, 7, 5), 3, 2), ((2, 2, 5, 5), 2, 2),
+                                      ((1, 1, 6, 6), 3, 3), ((2, 4, 28, 28), 2, 2)], ids=str)
+def test_max_pool_forward_matches_naive(shape, k, s):
+    x = shuffled_linspace(np.random.default_rng(0), shape)
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s).data, max_pool_naive(x, k, s))
+
+
+@pytest.mark.parametrize("shape,k,s", [((2, 3, 4, 4), 2, 2), ((1, 2, 7, 5), 3, 2)], ids=str)
+def test_max_pool_ties_send_gradient_to_exactly_one_winner(shape, k, s):
+    # All-zero input (as after a ReLU): every window is a tie; each output's gradient must go to one input.
+    x = Tensor(np.zeros(shape), requires_grad=True)
+    y = F.max_pool2d(x, k, s)
+    gy = np.random.default_rng(0).standard_normal(y.shape)
+    y.backward(gy)
+    assert x.grad.sum() == pytest.approx(gy.sum())  # nothing duplicated, nothing lost
+    if k == s:  # non-overlapping: exactly one nonzero per window
+        assert np.count_nonzero(x.grad) == np.count_nonzero(gy)
+
+
+def test_conv_keeps_float32():
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
+    W = Tensor(rng.standard_normal((4, 3, 5, 5)).astype(np.float32), requires_grad=True)
+    b = Tensor(np.zeros(4, np.float32), requires_grad=True)
+    y = F.max_pool2d(F.relu(F.conv2d(x, W, b, pad=2)))
+    assert y.dtype == np.float32
+    F.mean(y).backward()
+    assert x.grad.dtype == W.grad.dtype == b.grad.dtype == np.float32
+
+
+def test_input_gradient_is_skipped_when_not_required():
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((1, 1, 4, 4)))  # data: requires_grad False
+    W = Tensor(rng.standard_normal((1, 1, 3, 3)), requires_grad=True)
+    F.sum(F.conv2d(x, W)).backward()
+    assert x.grad is None and W.grad is not None

@@ -1,0 +1,271 @@
+"""The autodiff core, layers, SGD, the backend and bad-input errors."""
+
+import numpy as np
+import pytest
+
+import minidann as md
+import minidann.functions as F
+from minidann import backend
+
+
+def test_fan_out_accumulates_gradients():
+    # f feeds two heads (as DANN's features do): df/dx must be the sum of both paths.
+    x = md.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    f = x * 2.0
+    loss = F.sum(f * 3.0) + F.sum(f * f)
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * 3.0 + 2 * (2 * x.data) * 2)
+
+
+def test_tensor_used_twice_in_one_op():
+    x = md.Tensor(np.array([1.5, -0.5]), requires_grad=True)
+    F.sum(x * x).backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data)
+
+
+def test_gradients_accumulate_across_backward_calls_until_zeroed():
+    x = md.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    F.sum(x * 2.0).backward()
+    F.sum(x * 2.0).backward()
+    np.testing.assert_allclose(x.grad, [4.0, 4.0])
+
+
+def test_no_grad_records_no_graph():
+    x = md.Tensor(np.ones(3), requires_grad=True)
+    with md.no_grad():
+        y = F.relu(x * 2.0)
+    assert y.creator is None and not y.requires_grad
+    y = F.relu(x * 2.0)
+    assert y.creator is not None and y.requires_grad
+
+
+def test_deep_graph_needs_no_recursion():
+    x = md.Tensor(np.ones(2), requires_grad=True)
+    y = x
+    for _ in range(5000):  # deeper than Python's recursion limit
+        y = y * 1.0
+    F.sum(y).backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0])
+
+
+def test_intermediate_grads_are_freed_unless_retained():
+    x = md.Tensor(np.ones(2), requires_grad=True)
+    h = x * 2.0
+    F.sum(h * 3.0).backward()
+    assert h.grad is None
+    x.grad = None
+    h = x * 2.0
+    F.sum(h * 3.0).backward(retain_grad=True)
+    np.testing.assert_array_equal(h.grad, [3.0, 3.0])
+
+
+def test_batch_slice_and_concat_route_gradients():
+    x = md.Tensor(np.arange(12.0).reshape(4, 3), requires_grad=True)
+    src, tgt = x[:2], x[2:]
+    y = F.concat([tgt * 2.0, src])
+    gy = np.random.default_rng(0).standard_normal(y.shape)
+    y.backward(gy)
+    np.testing.assert_array_equal(x.grad, np.concatenate([gy[2:], 2.0 * gy[:2]]))
+
+
+def test_slicing_other_axes_is_refused():
+    x = md.Tensor(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="batch axis"):
+        x[:, 1]
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "mean", "linear", "relu", "sigmoid", "sce", "pool", "conv"])
+def test_float32_stays_float32(op):
+    rng = np.random.default_rng(0)
+    x = md.Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32), requires_grad=True)
+    W = md.Tensor(rng.standard_normal((48, 5)).astype(np.float32), requires_grad=True)
+    fns = {
+        "add": lambda: x + 1.0, "mul": lambda: x * 0.5, "mean": lambda: F.mean(x), "relu": lambda: F.relu(x),
+        "sigmoid": lambda: F.sigmoid(x), "pool": lambda: F.max_pool2d(x),
+        "linear": lambda: F.linear(F.flatten(x), W),
+        "sce": lambda: F.softmax_cross_entropy(F.linear(F.flatten(x), W), np.array([1, 4])),
+        "conv": lambda: F.conv2d(x, md.Tensor(np.ones((2, 3, 3, 3), np.float32), requires_grad=True), pad=1),
+    }
+    y = fns[op]()
+    assert y.dtype == np.float32
+    F.mean(y).backward()
+    assert x.grad.dtype == np.float32
+
+
+# ---- bad input ----
+
+def test_conv_wrong_rank_and_channels_name_shapes():
+    with pytest.raises(ValueError, match=r"x \(N, C, H, W\).*got x \(3, 8, 8\)"):
+        F.conv2d(np.zeros((3, 8, 8)), np.zeros((4, 3, 5, 5)))
+    with pytest.raises(ValueError, match=r"same C, got x \(2, 1, 8, 8\) and W \(4, 3, 5, 5\)"):
+        F.conv2d(np.zeros((2, 1, 8, 8)), np.zeros((4, 3, 5, 5)))
+    with pytest.raises(ValueError, match=r"b of shape \(4,\)"):
+        F.conv2d(np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 5, 5)), np.zeros(3))
+
+
+def test_linear_and_pool_shape_errors():
+    with pytest.raises(ValueError, match=r"got x \(2, 7\) and W \(5, 3\)"):
+        F.linear(np.zeros((2, 7)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\), got \(4, 4\)"):
+        F.max_pool2d(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("labels,match", [
+    (np.array([0, 10]), r"\[0, 9\].*from 0 to 10"),
+    (np.array([-1, 3]), r"from -1 to 3"),
+    (np.array([0.0, 1.0]), "integers"),
+    (np.array([[0, 1]]), r"shape \(N,\)"),
+])
+def test_bad_labels_raise_before_indexing(labels, match):
+    with pytest.raises(ValueError, match=match):
+        F.softmax_cross_entropy(np.zeros((2, 10)), labels)
+
+
+def test_label_count_mismatch():
+    with pytest.raises(ValueError, match="3 rows of logits but 2 labels"):
+        F.softmax_cross_entropy(np.zeros((3, 10)), np.array([1, 2]))
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    loss = F.softmax_cross_entropy(np.array([[1e4, 0.0], [0.0, -1e4]]), np.array([1, 1]))
+    assert np.isfinite(loss.item()) and loss.item() == pytest.approx(1e4)
+
+
+class _FakeCupyArray(np.ndarray):
+    """Stands in for cupy.ndarray so the mixing check can be tested without a GPU."""
+
+
+class _FakeCupy:
+    ndarray = _FakeCupyArray
+
+
+def test_mixing_numpy_and_cupy_raises_type_error(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy", _FakeCupy)
+    gpu_array = np.ones((2, 2)).view(_FakeCupyArray)
+    with pytest.raises(TypeError, match="both NumPy .* and CuPy .*Fix"):
+        F.add(np.ones((2, 2)), gpu_array)
+
+
+def test_missing_cupy_gives_cause_and_fix(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "_cupy_error", "ModuleNotFoundError: No module named 'cupy'")
+    with pytest.raises(backend.GPUUnavailableError, match=r"CuPy is not installed.*pip install -e '\.\[cuda12\]'"):
+        backend.resolve_device("gpu")
+    device, note = backend.resolve_device("auto")
+    assert device == "cpu" and "CuPy is not installed" in note
+    with pytest.raises(backend.GPUUnavailableError):
+        backend.to_device(np.ones(2), "gpu")
+
+
+def test_broken_cupy_import_reports_its_message(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "_cupy_error", "ImportError: libcudart.so.12: cannot open shared object file")
+    with pytest.raises(backend.GPUUnavailableError, match="failed to import.*libcudart"):
+        backend.require_gpu()
+
+
+def test_no_cuda_device_is_reported(monkeypatch):
+    class Runtime:
+        @staticmethod
+        def getDeviceCount():
+            return 0
+
+    class Cuda:
+        runtime = Runtime
+
+    class NoDeviceCupy:
+        cuda = Cuda
+        ndarray = _FakeCupyArray
+
+    monkeypatch.setattr(backend, "_cupy", NoDeviceCupy)
+    assert not backend.gpu_available()
+    with pytest.raises(backend.GPUUnavailableError, match="no CUDA device"):
+        backend.require_gpu()
+
+
+def test_bad_device_name():
+    with pytest.raises(ValueError, match="'cpu', 'gpu' or 'auto'"):
+        backend.resolve_device("tpu")
+
+
+# ---- layers and SGD ----
+
+def _net(seed):
+    rng = np.random.default_rng(seed)
+    return md.Sequential(md.Conv2d(3, 4, 3, pad=1, rng=rng), md.ReLU(), md.MaxPool2d(), md.Flatten(),
+                         md.Linear(4 * 4 * 4, 2, rng=rng), md.GradientReversal(0.5))
+
+
+def test_parameters_are_ordered_and_named():
+    names = [n for n, _ in _net(0).named_parameters()]
+    assert names == ["0.W", "0.b", "4.W", "4.b"]
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a, b, c = _net(0).state_dict(), _net(0).state_dict(), _net(1).state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert a[k].dtype == np.float32
+    assert not np.array_equal(a["0.W"], c["0.W"])
+
+
+def test_state_dict_round_trip_and_mismatch():
+    net, other = _net(0), _net(1)
+    other.load_state_dict(net.state_dict())
+    np.testing.assert_array_equal(other.state_dict()["4.W"], net.state_dict()["4.W"])
+    bad = net.state_dict()
+    bad["4.W"] = bad["4.W"][:3]
+    with pytest.raises(ValueError, match="4.W"):
+        other.load_state_dict(bad)
+
+
+def test_layers_require_a_seeded_generator():
+    with pytest.raises(ValueError, match="default_rng"):
+        md.Linear(3, 2, rng=None)
+
+
+def test_sgd_momentum_matches_formula_and_lr_is_settable():
+    p = md.Parameter(np.array([1.0, -1.0], np.float32))
+    opt = md.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+    v = np.zeros(2, np.float32)
+    theta = p.data.copy()
+    for step, lr in enumerate([0.1, 0.05, 0.02]):
+        opt.lr = lr
+        opt.zero_grad()
+        F.sum(p * p).backward()
+        g = 2 * theta + 0.01 * theta
+        v = 0.9 * v + g
+        theta = theta - lr * v
+        opt.step()
+        np.testing.assert_allclose(p.data, theta, rtol=1e-6, err_msg=f"step {step}")
+    assert p.data.dtype == np.float32
+
+
+def test_sgd_updates_in_place_and_state_round_trips():
+    p = md.Parameter(np.ones(3, np.float32))
+    buf = p.data
+    opt = md.SGD([p], lr=0.1, momentum=0.9)
+    F.sum(p * 2.0).backward()
+    opt.step()
+    assert p.data is buf
+    state = opt.state_dict()
+    opt2 = md.SGD([md.Parameter(np.ones(3, np.float32))], lr=0.1, momentum=0.9)
+    opt2.load_state_dict(state)
+    np.testing.assert_array_equal(opt2.velocities[0], opt.velocities[0])
+
+
+def test_tiny_network_learns():
+    rng = np.random.default_rng(0)
+    x = md.Tensor(rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
+    y = (x.data[:, 0].mean(axis=(1, 2)) > 0).astype(np.int64)
+    net = _net(0)
+    net.layers[-1].lambd = -1.0  # identity gradient: plain network
+    opt = md.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = F.softmax_cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
