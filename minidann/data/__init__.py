@@ -17,13 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import mnistm as _mnistm
 from ._common import DataError, Split, data_dir_origin, resolve_data_dir
 from .download import DEFAULT_TIMEOUT, DownloadError, download_files
 from .embedded import load_embedded
 from .mnist import download_mnist, load_mnist, missing_mnist_files, mnist_remotes
 from .mnistm import (
     BSDS500_FILE,
-    BSDS500_REMOTE,
     RECIPE_VERSION,
     Backgrounds,
     MnistM,
@@ -98,7 +98,7 @@ def download_all(data_dir: str | os.PathLike | None = None, *, timeout: float = 
     root = resolve_data_dir(data_dir)
     remotes = mnist_remotes(missing_mnist_files(root))
     if not (root / BSDS500_FILE).is_file():
-        remotes.append(BSDS500_REMOTE)
+        remotes.append(_mnistm.BSDS500_REMOTE)
     return download_files(remotes, root, timeout=timeout) if remotes else []
 
 

@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import socket
 import sys
@@ -100,7 +101,11 @@ def _resolves(host: str, port: int, timeout: float) -> bool:
 
 
 def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -> None:
-    """Stream `url` into the open-for-writing path `tmp`, feeding `checker`. Raises OSError on any failure."""
+    """Stream `url` into the new file `tmp`, feeding `checker`.
+
+    Raises:
+        OSError or http.client.HTTPException: on any network failure or an early close.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": "minidann"})
     with urllib.request.urlopen(request, timeout=timeout) as resp, open(tmp, "xb") as f:
         length = resp.headers.get("Content-Length")
@@ -161,10 +166,10 @@ def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[s
             return dest, []
         except urllib.error.HTTPError as e:  # the host answered: it is alive, only this URL is bad
             reasons.append(f"{url}: HTTP {e.code} {e.reason}")
-        except OSError as e:  # URLError, refused, reset, timeout, early close
+        except (OSError, http.client.HTTPException) as e:  # URLError, refused, reset, timeout, IncompleteRead
             if isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError)):
                 dead.add(host)  # unreachable or stalled: do not wait for it again for the next files
-            reasons.append(f"{url}: {getattr(e, 'reason', e)}")
+            reasons.append(f"{url}: {type(e).__name__}: {getattr(e, 'reason', e)}")
         finally:
             tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
     return None, reasons
@@ -238,6 +243,13 @@ def by_hand_message(
         lines.extend(f"      {url}" for url in r.urls)
     if reasons:
         lines.append("What went wrong:")
+        skipped = 0
         for name, rs in reasons.items():
-            lines.extend(f"  {name}: {why}" for why in rs)
+            for why in rs:
+                if ": skipped, " in why:  # the host's first failure is already listed
+                    skipped += 1
+                else:
+                    lines.append(f"  {name}: {why}")
+        if skipped:
+            lines.append(f"  ({skipped} more URLs skipped: their hosts had just failed)")
     return "\n".join(lines)

@@ -188,17 +188,18 @@ def missing_mnist_files(data_dir: str | os.PathLike) -> list[str]:
 
 def mnist_remotes(
     names: list[str] | None = None,
-    mirrors: tuple[str, ...] | list[str] = MNIST_MIRRORS,
+    mirrors: tuple[str, ...] | list[str] | None = None,
     checksums: dict[str, str] | None = None,
 ) -> list[RemoteFile]:
     """RemoteFile specs for the `.gz` of each base name, from `mirrors` (base URLs ending in "/").
 
     Args:
         names: base names (default: all four).
-        mirrors: base URLs, tried in order.
+        mirrors: base URLs, tried in order (default `MNIST_MIRRORS`).
         checksums: file name (with ".gz") -> "md5:<hex>" / "sha256:<hex>"; default the official md5s.
     """
     names = names if names is not None else [n for pair in MNIST_FILES.values() for n in pair]
+    mirrors = mirrors if mirrors is not None else MNIST_MIRRORS  # looked up at call time, so tests can patch it
     table = checksums if checksums is not None else {k: f"md5:{v}" for k, v in MNIST_GZ_MD5.items()}
     return [RemoteFile(f"{n}.gz", tuple(m + f"{n}.gz" for m in mirrors), table[f"{n}.gz"]) for n in names]
 
@@ -206,7 +207,7 @@ def mnist_remotes(
 def download_mnist(
     data_dir: str | os.PathLike | None = None,
     *,
-    mirrors: tuple[str, ...] | list[str] = MNIST_MIRRORS,
+    mirrors: tuple[str, ...] | list[str] | None = None,
     checksums: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[Path]:
@@ -244,7 +245,7 @@ def load_mnist(
     *,
     verify: bool = True,
     download: bool = False,
-    mirrors: tuple[str, ...] | list[str] = MNIST_MIRRORS,
+    mirrors: tuple[str, ...] | list[str] | None = None,
     checksums: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[Split, Split]:

@@ -24,7 +24,6 @@ Results are cached as `.npz` in the data folder, keyed by a sha256 of the digits
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import posixpath
 import sys
@@ -188,7 +187,9 @@ def read_bsds500_train(
         DataError: the archive cannot be read, an accepted member is not a decodable colour photo, or the count
             differs from `expected_count`.
     """
-    from skimage import io as skio  # imported here: only this path and the scikit-image one need it
+    # imageio comes with scikit-image. Naming the format limits decoding to the JPEG decoder, so a hostile
+    # member is never handed to the other plugins (DICOM, TIFF, ...) that format sniffing would try.
+    import imageio.v3 as iio
 
     tgz = Path(tgz)
     found: dict[str, np.ndarray] = {}
@@ -202,7 +203,7 @@ def read_bsds500_train(
                 if len(data) != member.size:
                     raise DataError(f"{tgz}: member {member.name} is truncated")
                 try:
-                    image = skio.imread(io.BytesIO(data))
+                    image = iio.imread(data, extension=".jpg")
                 except Exception as e:  # decoders raise many types; any of them means a bad member
                     raise DataError(f"{tgz}: member {member.name} is not a readable JPEG ({e})") from e
                 if image.shape[0] * image.shape[1] > MAX_PHOTO_PIXELS:
