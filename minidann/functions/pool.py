@@ -1,8 +1,8 @@
 """Max pooling: each output is the largest input of its window, and its gradient goes back to that one input.
 
 Notation as in :mod:`minidann.functions.conv`. When several inputs of a window tie for the maximum (after a
-ReLU, zeros tie often), the gradient goes to exactly one of them, the first in row-major window order, as
-the argmax picks it. (A ``x == max`` mask would hand the full gradient to every tie and so multiply it.)
+ReLU, zeros tie often), the gradient goes to exactly one of them, the first in row-major window order.
+(A ``x == max`` mask would hand the full gradient to every tie and so multiply it.)
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from .conv import _pair, col2im, conv_output_size, im2col
 
 
 class MaxPool2d(Function):
-    """Shapes: x (N, C, H, W) -> y (N, C, OH, OW)."""
+    """Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+
+    Forward remembers, for every output, which of the KH*KW window positions won (``self.winner``).
+    """
 
     def __init__(self, kernel=2, stride=2):
         self.KH, self.KW = _pair(kernel)
         self.SH, self.SW = _pair(stride)
 
     def forward(self, x):
-        xp = get_array_module(x)
         if x.ndim != 4:
             raise ValueError(f"max_pool2d: expected x of shape (N, C, H, W), got {x.shape}")
         N, C, H, W = x.shape
@@ -29,29 +31,49 @@ class MaxPool2d(Function):
         if OH < 1 or OW < 1:
             raise ValueError(f"max_pool2d: a {KH}x{KW} window does not fit input {H}x{W}")
         self.x_shape = x.shape
-        self.tiled = (KH, KW) == (SH, SW) and H % KH == 0 and W % KW == 0
+        self.tiled = (KH, KW) == (SH, SW)
         if self.tiled:
-            # Non-overlapping windows tile the image: a reshape exposes each window, no im2col needed.
-            win = x.reshape(N, C, OH, KH, OW, KW).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, OH, OW, KH * KW)
-            self.argmax = win.argmax(axis=-1)  # (N, C, OH, OW): the one winner per window
-            return xp.take_along_axis(win, self.argmax[..., None], axis=-1)[..., 0]
-        # General windows: im2col over each channel separately (channels treated as batch entries)
-        col = im2col(x.reshape(N * C, 1, H, W), KH, KW, SH, SW).reshape(KH * KW, N * C, OH, OW)
-        self.argmax = col.argmax(axis=0)  # (N*C, OH, OW)
-        return xp.take_along_axis(col, self.argmax[None], axis=0)[0].reshape(N, C, OH, OW)
+            return self._forward_tiled(x, OH, OW)
+        # Overlapping windows: im2col over each channel separately (channels become batch entries).
+        col = im2col(x.reshape(N * C, 1, H, W), KH, KW, SH, SW).reshape(N, C, OH, OW, KH * KW)
+        self.winner = col.argmax(axis=-1)  # the first maximum: exactly one winner per window
+        xp = get_array_module(x)
+        return xp.take_along_axis(col, self.winner[..., None], axis=-1)[..., 0]
+
+    def _forward_tiled(self, x, OH, OW):
+        # Windows that tile the image (kernel == stride, the case of every CNN here): the k-th entry of every
+        # window is the strided view x[:, :, i::KH, j::KW], so a running max over KH*KW views finds the maxima
+        # with no copy of the windows. A strict ">" keeps the first winner on ties.
+        xp = get_array_module(x)
+        y = winner = None
+        for k, (i, j) in enumerate(self._offsets()):
+            v = x[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW]
+            if y is None:
+                y, winner = v.copy(), xp.zeros(v.shape, dtype=xp.uint8)
+            else:
+                better = v > y
+                xp.maximum(y, v, out=y)
+                winner[better] = k
+        self.winner = winner
+        return y
+
+    def _offsets(self):
+        return [(i, j) for i in range(self.KH) for j in range(self.KW)]
 
     def backward(self, gy):
         # gx[window winner] = gy; every other input of the window gets 0
         xp = get_array_module(gy)
         N, C, H, W = self.x_shape
-        KH, KW = self.KH, self.KW
         OH, OW = gy.shape[2:]
         if self.tiled:
-            gwin = (self.argmax[..., None] == xp.arange(KH * KW)) * gy[..., None]  # (N, C, OH, OW, KH*KW)
-            return gwin.reshape(N, C, OH, OW, KH, KW).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H, W)
-        gcol = (xp.arange(KH * KW)[:, None, None, None] == self.argmax) * gy.reshape(1, N * C, OH, OW)
-        gx = col2im(gcol.reshape(1, KH, KW, N * C, OH, OW), (N * C, 1, H, W), self.SH, self.SW)
-        return gx.reshape(N, C, H, W)
+            gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+            for k, (i, j) in enumerate(self._offsets()):
+                gx[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW] = gy * (self.winner == k)
+            return gx
+        KK = self.KH * self.KW
+        gcol = (self.winner[..., None] == xp.arange(KK)) * gy[..., None]  # (N, C, OH, OW, KH*KW)
+        gcol = gcol.reshape(N * C, OH, OW, self.KH, self.KW, 1)
+        return col2im(gcol, (N * C, 1, H, W), self.SH, self.SW).reshape(N, C, H, W)
 
 
 def max_pool2d(x, kernel=2, stride=2) -> Tensor:
