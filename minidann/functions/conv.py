@@ -136,40 +136,51 @@ class Conv2d(Function):
 
         W_mat = W.transpose(2, 3, 1, 0).reshape(KH * KW * C, OC)  # W_mat[(kh, kw, c), oc]
         x_pad = pad_channels_last(x, self.PH, self.PW)
-        col = xp.empty((N, OH, OW, KH, KW, C), dtype=x.dtype)
         y = xp.empty((N, OH, OW, OC), dtype=x.dtype)
-        B = CPU_CHUNK if xp is np else N
-        for i in range(0, N, B):
-            _unfold_into(col[i : i + B], x_pad[i : i + B], self.SH, self.SW)
+        for i, col in self._chunks(x_pad, OH, OW, KH, KW):
             # y = col W_mat: one GEMM per chunk, written straight into its rows of y
-            xp.matmul(col[i : i + B].reshape(-1, KH * KW * C), W_mat, out=y[i : i + B].reshape(-1, OC))
+            xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y[i : i + len(col)].reshape(-1, OC))
         if b is not None:
             y += b
-        self.x_shape, self.W, self.W_mat, self.col = x.shape, W, W_mat, col
+        # Backward unfolds x_pad again instead of keeping every chunk's columns: the columns of a DANN batch
+        # are 25x the size of the input, and re-unfolding a chunk costs less than fetching it from memory.
+        self.x_shape, self.W, self.W_mat, self.x_pad = x.shape, W, W_mat, x_pad
         return y.transpose(0, 3, 1, 2)  # (N, OC, OH, OW), a view of the channels-last result
+
+    def _chunks(self, x_pad, OH, OW, KH, KW):
+        """Yield (i, col) with col (B, OH, OW, KH, KW, C) the columns of images i .. i+B-1 (one reused buffer)."""
+        xp = get_array_module(x_pad)
+        N, C = x_pad.shape[0], x_pad.shape[3]
+        B = min(CPU_CHUNK, N) if xp is np else N
+        buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype)
+        for i in range(0, N, B):
+            col = buf[: min(B, N - i)]
+            _unfold_into(col, x_pad[i : i + B], self.SH, self.SW)
+            yield i, col
 
     def backward(self, gy):
         xp = get_array_module(gy)
         N, C, H, Wd = self.x_shape
         OC, _, KH, KW = self.W.shape
+        OH, OW = gy.shape[2:]
         gy_mat = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(-1, OC)  # gy[(n, oh, ow), oc]
-        gx = gW = gb = None
-        if self.needs_grad[0]:
-            # gcol = gy W_mat^T, then gx = col2im(gcol): every pixel collects from each window it appeared in
-            img = xp.zeros((N, H + 2 * self.PH, Wd + 2 * self.PW, C), dtype=gy.dtype)
-            B = CPU_CHUNK if xp is np else N
-            M = self.col.shape[1] * self.col.shape[2]  # OH * OW rows per image
-            for i in range(0, N, B):
-                gcol = (gy_mat[i * M : (i + B) * M] @ self.W_mat.T).reshape(self.col[i : i + B].shape)
-                _fold_add(img[i : i + B], gcol, self.SH, self.SW)
-            gx = img[:, self.PH : self.PH + H, self.PW : self.PW + Wd, :].transpose(0, 3, 1, 2)
-        if self.needs_grad[1]:
-            # gW_mat = col^T gy, reordered from [(kh, kw, c), oc] to W's (OC, C, KH, KW)
-            gW_mat = self.col.reshape(-1, KH * KW * C).T @ gy_mat
-            gW = xp.ascontiguousarray(gW_mat.reshape(KH, KW, C, OC).transpose(3, 2, 0, 1))
-        if len(self.needs_grad) == 3 and self.needs_grad[2]:
-            # gb[oc] = sum over n, oh, ow of gy
-            gb = gy_mat.sum(axis=0)
+        need_x, need_W = self.needs_grad[0], self.needs_grad[1]
+        need_b = len(self.needs_grad) == 3 and self.needs_grad[2]
+        gW_mat = xp.zeros((KH * KW * C, OC), dtype=gy.dtype) if need_W else None
+        img = xp.zeros(self.x_pad.shape, dtype=gy.dtype) if need_x else None
+        for i, col in self._chunks(self.x_pad, OH, OW, KH, KW):
+            gy_c = gy_mat[i * OH * OW : (i + len(col)) * OH * OW]  # this chunk's rows of gy
+            if need_W:
+                # gW_mat = col^T gy, summed over the chunks
+                gW_mat += col.reshape(-1, KH * KW * C).T @ gy_c
+            if need_x:
+                # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in
+                gcol = (gy_c @ self.W_mat.T).reshape(col.shape)
+                _fold_add(img[i : i + len(col)], gcol, self.SH, self.SW)
+        gx = img[:, self.PH : self.PH + H, self.PW : self.PW + Wd, :].transpose(0, 3, 1, 2) if need_x else None
+        # gW_mat[(kh, kw, c), oc] back to W's layout (OC, C, KH, KW)
+        gW = xp.ascontiguousarray(gW_mat.reshape(KH, KW, C, OC).transpose(3, 2, 0, 1)) if need_W else None
+        gb = gy_mat.sum(axis=0) if need_b else None  # gb[oc] = sum over n, oh, ow of gy
         return (gx, gW) if len(self.needs_grad) == 2 else (gx, gW, gb)
 
 
