@@ -1,9 +1,14 @@
 """Benchmarks: time ops and the whole DANN training step (never a test: the machine is shared and noisy).
 
-    python -m minidann.bench --device cpu|gpu [--ops] [--batch-size 64] [--steps N] [--compare-torch]
+    python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
 
-Prints one JSON line per measurement. Times are medians of several repeats after a warm-up; compare ratios
-measured side by side in one run, not absolute times across runs.
+The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
+forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
+``"impl": "minidann"`` and ``ms_per_step`` (median over ``--steps`` timed steps after a warm-up) and memory;
+with ``--compare-torch`` and torch importable, the same step in PyTorch timed side by side in the same process
+(interleaved step by step, so both see the same machine load), an ``"impl": "torch"`` line and a last line with
+``"ratio"`` (minidann / torch). Peak memory of each implementation is measured in a fresh subprocess
+(``peak_rss_mb``: the whole process, libraries included). Compare ratios from one run, not absolute times.
 """
 
 from __future__ import annotations
@@ -67,19 +72,178 @@ def op_benchmarks(device: str, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def _synthetic_batch(batch: int, seed: int):
+    """A preprocessed-looking batch (N, 3, 28, 28) float32 and host labels for the source half."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((batch, 3, 28, 28), dtype=np.float32) - 0.5).astype(np.float32)
+    y_src = rng.integers(0, 10, size=batch // 2)
+    return x, y_src
+
+
+def minidann_step(device: str, batch: int, seed: int = 0):
+    """Return (step function, model) for one DANN training step of minidann on ``device``."""
+    from .dann import build_model, build_optimizer, train_step
+
+    model = build_model(np.random.default_rng(seed), device)
+    opt = build_optimizer(model)
+    x_host, y_src = _synthetic_batch(batch, seed)
+    x = Tensor(to_device(x_host, device))
+
+    def step():
+        return train_step(model, opt, x, y_src, "dann", lambd=0.5, lr=0.01)
+
+    return step, model
+
+
+def torch_step(device: str, batch: int, model, seed: int = 0):
+    """The same step in PyTorch, starting from minidann ``model``'s weights; None if torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .backend import to_numpy
+
+    dev = "cuda" if device == "gpu" else "cpu"
+    if dev == "cuda" and not torch.cuda.is_available():
+        return None
+
+    class GradReverse(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, lambd):
+            ctx.lambd = lambd
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, gy):
+            return -ctx.lambd * gy, None
+
+    nn = torch.nn
+    feat = nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 48, 5, padding=2),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    label = nn.Sequential(nn.Linear(2352, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    domain = nn.Sequential(nn.Linear(2352, 100), nn.ReLU(), nn.Linear(100, 2))
+    torch_params = [p for m in (feat, label, domain) for p in m.parameters()]
+    with torch.no_grad():  # same starting weights; minidann's Linear W is (in, out), torch's (out, in)
+        for tp, mp in zip(torch_params, model.parameters(), strict=True):
+            w = to_numpy(mp.data)
+            tp.copy_(torch.from_numpy(w.T.copy() if w.ndim == 2 else w))
+    for m in (feat, label, domain):
+        m.to(dev)
+    opt = torch.optim.SGD(torch_params, lr=0.01, momentum=0.9)
+    x_host, y_src = _synthetic_batch(batch, seed)
+    x = torch.from_numpy(x_host).to(dev)
+    y = torch.from_numpy(y_src).to(dev)
+    d = torch.cat([torch.zeros(batch // 2), torch.ones(batch - batch // 2)]).long().to(dev)
+    ce = nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad()
+        f = feat(x)
+        loss = ce(label(f[: batch // 2]), y) + ce(domain(GradReverse.apply(f, 0.5)), d)
+        loss.backward()
+        opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> list[dict]:
+    """Time the DANN step of minidann (and torch, interleaved) and return the JSON rows."""
+    import tracemalloc
+
+    md_step, model = minidann_step(device, batch)
+    t_step = torch_step(device, batch, model) if compare_torch else None
+    for _ in range(5):  # warm-up: allocator, BLAS threads, CuPy kernel compilation
+        md_step()
+        if t_step:
+            t_step()
+    synchronize()
+    tracemalloc.start()  # NumPy reports its array allocations to tracemalloc
+    md_times, t_times = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        md_step()
+        synchronize()
+        md_times.append((time.perf_counter() - t0) * 1e3)
+        if t_step:
+            t0 = time.perf_counter()
+            t_step()
+            t_times.append((time.perf_counter() - t0) * 1e3)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    row = {"impl": "minidann", "device": device, "batch": batch, "steps": steps,
+           "ms_per_step": round(statistics.median(md_times), 2)}
+    if device == "cpu":
+        row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
+    else:
+        from .backend import require_gpu
+
+        row["gpu_pool_mb"] = round(require_gpu().get_default_memory_pool().total_bytes() / 2**20, 1)
+    rows = [row]
+    if compare_torch and t_step is None:
+        print(json.dumps({"note": "torch is not importable (or has no CUDA): comparison skipped. "
+                                  "`pip install torch==2.13.0` installs the CPU build."}))
+    if t_times:
+        rows.append({"impl": "torch", "device": device, "batch": batch, "steps": steps,
+                     "ms_per_step": round(statistics.median(t_times), 2)})
+        rows.append({"ratio": round(statistics.median(md_times) / statistics.median(t_times), 3),
+                     "what": "minidann ms_per_step / torch ms_per_step, interleaved in one process"})
+    return rows
+
+
+def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
+    """Run in a fresh process: build one implementation's step, run it, print peak RSS in MB (exit 3: no torch)."""
+    import sys
+
+    step, model = minidann_step(device, batch)
+    if impl == "torch":
+        step = torch_step(device, batch, model)
+        del model  # torch's run should not carry minidann's arrays
+        if step is None:
+            sys.exit(3)
+    for _ in range(steps):
+        step()
+    # VmHWM, this process's resident high-water mark (ru_maxrss would include the parent's, inherited at fork)
+    with open("/proc/self/status") as status:
+        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+
+
+def peak_rss_mb(impl: str, device: str, batch: int, steps: int) -> float | None:
+    """Peak resident memory (MB) of a fresh process running ``impl``'s step ``steps`` times; None if it failed."""
+    import subprocess
+    import sys
+
+    code = f"from minidann.bench import _rss_child; _rss_child({impl!r}, {device!r}, {batch}, {steps})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return round(float(proc.stdout.split()[-1]), 1) if proc.returncode == 0 else None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minidann.bench", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps (the median is reported)")
+    parser.add_argument("--compare-torch", action="store_true", help="time PyTorch's same step side by side")
+    parser.add_argument("--ops", action="store_true", help="also time forward + backward of single ops")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     args = parser.parse_args(argv)
     try:
         device, _ = resolve_device(args.device)
     except GPUUnavailableError as e:
         print(f"error: {e}")
         return 2
-    for row in op_benchmarks(device, args.batch_size, args.repeats):
+    if args.ops:
+        for row in op_benchmarks(device, args.batch_size, args.repeats):
+            print(json.dumps(row))
+    rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch)
+    if not args.no_memory:
+        rows[0]["peak_rss_mb"] = peak_rss_mb("minidann", device, args.batch_size, args.steps)
+        if len(rows) > 1:
+            rows[1]["peak_rss_mb"] = peak_rss_mb("torch", device, args.batch_size, args.steps)
+    for row in rows:
         print(json.dumps(row))
     return 0
 
