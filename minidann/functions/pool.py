@@ -31,6 +31,7 @@ class MaxPool2d(Function):
         if OH < 1 or OW < 1:
             raise ValueError(f"max_pool2d: a {KH}x{KW} window does not fit input {H}x{W}")
         self.x_shape = x.shape
+        self.x = x  # kept (already alive as the previous op's output) so backward can match its memory layout
         self.tiled = (KH, KW) == (SH, SW)
         if self.tiled:
             return self._forward_tiled(x, OH, OW)
@@ -44,16 +45,18 @@ class MaxPool2d(Function):
         # Windows that tile the image (kernel == stride, the case of every CNN here): the k-th entry of every
         # window is the strided view x[:, :, i::KH, j::KW], so a running max over KH*KW views finds the maxima
         # with no copy of the windows. A strict ">" keeps the first winner on ties.
+        # (Arrays are copied with order="K", keeping x's memory layout, so later elementwise ops stay contiguous.)
         xp = get_array_module(x)
         y = winner = None
         for k, (i, j) in enumerate(self._offsets()):
             v = x[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW]
             if y is None:
-                y, winner = v.copy(), xp.zeros(v.shape, dtype=xp.uint8)
+                y = v.copy(order="K")
+                winner = xp.zeros_like(y, dtype=xp.uint8)
             else:
                 better = v > y
                 xp.maximum(y, v, out=y)
-                winner[better] = k
+                xp.copyto(winner, k, where=better)
         self.winner = winner
         return y
 
@@ -66,9 +69,10 @@ class MaxPool2d(Function):
         N, C, H, W = self.x_shape
         OH, OW = gy.shape[2:]
         if self.tiled:
-            gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+            gx = xp.zeros_like(self.x, dtype=gy.dtype)  # same memory layout as x (see _forward_tiled)
             for k, (i, j) in enumerate(self._offsets()):
-                gx[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW] = gy * (self.winner == k)
+                win = gx[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW]
+                xp.copyto(win, gy, where=self.winner == k)
             return gx
         KK = self.KH * self.KW
         gcol = (self.winner[..., None] == xp.arange(KK)) * gy[..., None]  # (N, C, OH, OW, KH*KW)
