@@ -166,20 +166,21 @@ class Conv2d(Function):
         gy_mat = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(-1, OC)  # gy[(n, oh, ow), oc]
         need_x, need_W = self.needs_grad[0], self.needs_grad[1]
         need_b = len(self.needs_grad) == 3 and self.needs_grad[2]
-        gW_mat = xp.zeros((KH * KW * C, OC), dtype=gy.dtype) if need_W else None
+        gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype) if need_W else None
         img = xp.zeros(self.x_pad.shape, dtype=gy.dtype) if need_x else None
         for i, col in self._chunks(self.x_pad, OH, OW, KH, KW):
             gy_c = gy_mat[i * OH * OW : (i + len(col)) * OH * OW]  # this chunk's rows of gy
             if need_W:
-                # gW_mat = col^T gy, summed over the chunks
-                gW_mat += col.reshape(-1, KH * KW * C).T @ gy_c
+                # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
+                # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
+                gW_matT += gy_c.T @ col.reshape(-1, KH * KW * C)
             if need_x:
                 # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in
                 gcol = (gy_c @ self.W_mat.T).reshape(col.shape)
                 _fold_add(img[i : i + len(col)], gcol, self.SH, self.SW)
         gx = img[:, self.PH : self.PH + H, self.PW : self.PW + Wd, :].transpose(0, 3, 1, 2) if need_x else None
-        # gW_mat[(kh, kw, c), oc] back to W's layout (OC, C, KH, KW)
-        gW = xp.ascontiguousarray(gW_mat.reshape(KH, KW, C, OC).transpose(3, 2, 0, 1)) if need_W else None
+        # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
+        gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)) if need_W else None
         gb = gy_mat.sum(axis=0) if need_b else None  # gb[oc] = sum over n, oh, ow of gy
         return (gx, gW) if len(self.needs_grad) == 2 else (gx, gW, gb)
 
