@@ -1,0 +1,133 @@
+"""Checkpoints: one ``.npz`` that holds everything a run needs to continue exactly where it stopped.
+
+Contents (all plain arrays; ``np.load(..., allow_pickle=False)`` reads them):
+
+- ``param/<name>``: every parameter, by its dotted name (``feature_extractor.0.W``, ...);
+- ``velocity/<i>``: SGD's momentum buffers, in parameter order;
+- ``state/<key>``: the training loop's own arrays (the epoch samplers' permutations and positions, ...);
+- ``meta``: a JSON string with the step, the schedule position p, the host RNG state
+  (``rng.bit_generator.state``), the mode and the run's configuration.
+
+A checkpoint is written to a temporary file in the same folder, flushed, fsynced and ``os.replace``d over
+the old one, so a crash or a Ctrl-C while saving leaves either the old checkpoint or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .layers import Module
+from .optim import SGD
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint, on the host.
+
+    Attributes:
+        params: parameter name -> array.
+        optimizer: SGD state dict (``velocity.<i>`` -> array).
+        state: the training loop's extra arrays.
+        meta: step, progress, rng_state, mode, config and whatever else the writer put in.
+        path: where it was read from.
+    """
+
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    meta: dict
+    path: Path
+
+    def restore(self, model: Module, optimizer: SGD | None = None, rng: np.random.Generator | None = None) -> None:
+        """Load the weights into ``model`` (onto its device), the momentum into ``optimizer``, the state into
+        ``rng``."""
+        model.load_state_dict(self.params)
+        if optimizer is not None:
+            optimizer.load_state_dict(self.optimizer)
+        if rng is not None:
+            rng.bit_generator.state = self.meta["rng_state"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a minidann checkpoint; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | None = None,
+                    rng: np.random.Generator | None = None, state: dict[str, np.ndarray] | None = None,
+                    **meta) -> Path:
+    """Write a checkpoint atomically and return its path.
+
+    Args:
+        path: destination, normally ``<out>/checkpoints/<mode>.npz``.
+        model: its parameters are saved (host copies).
+        optimizer: its momentum buffers are saved.
+        rng: its ``bit_generator.state`` is saved as JSON, so the batches after a resume are the same.
+        state: extra host arrays of the training loop.
+        **meta: JSON-serialisable values (step, progress, mode, config, ...).
+
+    Raises:
+        FloatingPointError: a parameter holds NaN or inf (a checkpoint must be a good state to go back to).
+    """
+    path = Path(path)
+    params = model.state_dict()
+    bad = [name for name, a in params.items() if not np.isfinite(a).all()]
+    if bad:
+        raise FloatingPointError(f"not saving checkpoint {path}: parameters {bad} hold NaN or inf")
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    if optimizer is not None:
+        arrays.update({f"velocity/{k.split('.', 1)[1]}": v for k, v in optimizer.state_dict().items()})
+    for k, v in (state or {}).items():
+        arrays[f"state/{k}"] = np.asarray(v)
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    if rng is not None:
+        meta["rng_state"] = rng.bit_generator.state
+    arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")  # same folder: os.replace stays atomic
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (never unpickling anything).
+
+    Raises:
+        CheckpointError: the file is missing, not an ``.npz``, or lacks the ``meta`` entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # a truncated or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    if "meta" not in arrays:
+        raise CheckpointError(f"{path} is not a minidann checkpoint (no 'meta' entry)")
+    meta = json.loads(str(arrays.pop("meta")))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {meta.get('format_version')}, "
+                              f"this minidann reads format {FORMAT_VERSION}")
+
+    def group(prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    optimizer = {f"velocity.{k}": v for k, v in group("velocity/").items()}
+    return Checkpoint(group("param/"), optimizer, group("state/"), meta, path)
