@@ -1,0 +1,403 @@
+"""The training loop of one mode: batches, schedules, logging, the NaN guard, checkpoints and Ctrl-C.
+
+:class:`Trainer` runs :func:`minidann.dann.train_step` ``num_steps`` times. Everything around the step lives
+here and stays off the device's critical path:
+
+- Batches: indices from epoch-wise shuffles drawn from the run's host generator (tf-dann's ``batch_generator``:
+  reshuffle when fewer than a batch remain), gathered and preprocessed on the host, then copied to the device.
+- Logging: the step's losses stay device arrays; every ``log_every`` steps (and at evaluations, checkpoints and
+  the end) the window's values are copied to the host once and averaged into one metrics row.
+- NaN guard: at that same copy, every step of the window is checked. A NaN or inf stops training with
+  :class:`TrainingDiverged`, naming the exact step, its lambda and lr, and the last good checkpoint. Checking
+  once per window instead of once per step keeps the GPU from waiting on the host every step; the price is up
+  to ``log_every - 1`` wasted steps after a divergence, and checkpoints are only ever written after a check.
+- Checkpoints every ``checkpoint_every`` steps and at the end (atomic, see :mod:`minidann.checkpoint`).
+- Ctrl-C: the first SIGINT sets a flag; the loop finishes the current step, saves a checkpoint at that step
+  boundary and raises :class:`TrainingInterrupted`. Stopping between steps (never inside the optimizer's
+  update) is what lets ``--resume`` end with the same weights as an uninterrupted run. A second Ctrl-C
+  raises KeyboardInterrupt at once, without saving.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import get_array_module, synchronize, to_device, to_numpy
+from .checkpoint import Checkpoint, save_checkpoint
+from .dann import DANN, MODES, lambda_schedule, lr_schedule, preprocess, train_step
+from .optim import SGD
+
+__all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
+
+#: Columns of metrics.csv, in order. Losses and domain accuracy are means over the steps since the previous row;
+#: lambda and lr are the values of the row's last step; source_acc and target_acc are filled at evaluations.
+METRIC_COLUMNS = ("step", "mode", "label_loss", "domain_loss", "domain_acc", "lambda", "lr", "source_acc",
+                  "target_acc")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the message names the mode, step, lambda, lr and the last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training at a step boundary after saving a checkpoint.
+
+    Attributes:
+        mode: the mode being trained.
+        step: steps completed.
+        checkpoint: where the checkpoint was saved (None when it could not be saved).
+    """
+
+    def __init__(self, message: str, mode: str, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.mode, self.step, self.checkpoint = mode, step, checkpoint
+
+
+@dataclass
+class DomainData:
+    """The training sets of both domains, preprocessed to uint8 (N, 3, 28, 28) on the host.
+
+    Attributes:
+        source_images: (Ns, 3, 28, 28) uint8 (binarised MNIST, see :func:`minidann.dann.prepare_mnist`).
+        source_labels: (Ns,) int64.
+        target_images: (Nt, 3, 28, 28) uint8 (MNIST-M).
+        target_labels: (Nt,) int64; used only by the ``target`` mode (the upper bound).
+        mean: (3,) float32 pixel mean of both training sets.
+    """
+
+    source_images: np.ndarray
+    source_labels: np.ndarray
+    target_images: np.ndarray
+    target_labels: np.ndarray
+    mean: np.ndarray
+
+
+class EpochSampler:
+    """Batches of indices from shuffled passes over ``n`` items (tf-dann's ``batch_generator``).
+
+    A new permutation is drawn from ``rng`` at the start and whenever fewer than ``batch_size`` items remain
+    (the remainder is dropped, as in tf-dann).
+    """
+
+    def __init__(self, n: int, batch_size: int, rng: np.random.Generator):
+        if not 0 < batch_size <= n:
+            raise ValueError(f"batch size {batch_size} must be between 1 and the number of training images {n}")
+        self.n, self.batch_size, self.rng = n, batch_size, rng
+        self.perm = rng.permutation(n)
+        self.pos = 0
+
+    def next(self) -> np.ndarray:
+        """The next (batch_size,) int64 indices."""
+        if self.pos + self.batch_size > self.n:
+            self.perm = self.rng.permutation(self.n)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.perm": self.perm, f"{prefix}.pos": np.int64(self.pos)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        perm = np.asarray(state[f"{prefix}.perm"])
+        if perm.shape != (self.n,):
+            raise ValueError(f"sampler {prefix}: checkpoint has a permutation of {perm.shape[0]} items, the data "
+                             f"has {self.n} (was the checkpoint made with other data or --limit-train?)")
+        self.perm, self.pos = perm, int(state[f"{prefix}.pos"])
+
+
+@dataclass
+class _Window:
+    """The statistics of the steps since the last metrics row.
+
+    ``values`` holds, per step, (label_loss, domain_loss, domain_acc) as device 0-d arrays (None where the mode
+    has no domain loss); ``host`` holds the rows restored from a checkpoint, already on the host.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    values: list = field(default_factory=list)
+    host: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+
+class Trainer:
+    """Trains one mode of the MNIST -> MNIST-M experiment.
+
+    Args:
+        model: the :class:`~minidann.dann.DANN` network on its device.
+        optimizer: SGD over the model's parameters.
+        data: training sets of both domains.
+        mode: "source" (64 source images, label loss), "dann" (half source with label loss, half target, domain
+            loss on all through the GRL) or "target" (64 labelled target images).
+        num_steps: total steps of this mode; p = steps_done / num_steps.
+        batch_size: images per step (``dann``: batch_size // 2 source + the rest target).
+        rng: the host generator; the samplers draw from it after the model's weights were drawn.
+        log_every: steps per metrics row (and per NaN check).
+        eval_every: steps between evaluations (0: only at the end).
+        evaluate: ``evaluate(model) -> {"source_acc": float, "target_acc": float}``, called at evaluations.
+        checkpoint_path: where to save checkpoints (None: never).
+        checkpoint_every: steps between checkpoints (0: only at the end and on Ctrl-C).
+        meta: extra JSON-serialisable values for every checkpoint (the run's configuration).
+        on_row: called with each metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
+        progress: show a tqdm bar on stderr (it also hides itself when stderr is not a terminal).
+        nan_at_step: testing aid: fill the batch of this step (1-based) with NaN, to exercise the guard.
+        interrupt_at_step: testing aid: send this process SIGINT after this step, as Ctrl-C would.
+    """
+
+    def __init__(self, model: DANN, optimizer: SGD, data: DomainData, mode: str, num_steps: int, batch_size: int,
+                 rng: np.random.Generator, *, log_every: int = 50, eval_every: int = 0,
+                 evaluate: Callable[[DANN], dict] | None = None, checkpoint_path: str | Path | None = None,
+                 checkpoint_every: int = 0, meta: dict | None = None, on_row: Callable[[dict], None] | None = None,
+                 progress: bool = True, nan_at_step: int | None = None, interrupt_at_step: int | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if num_steps < 1 or log_every < 1:
+            raise ValueError(f"num_steps and log_every must be positive, got {num_steps} and {log_every}")
+        if mode == "dann" and batch_size < 2:
+            raise ValueError("dann mode needs a batch of at least 2 (one source and one target image)")
+        self.model, self.optimizer, self.data, self.mode = model, optimizer, data, mode
+        self.num_steps, self.batch_size, self.rng = num_steps, batch_size, rng
+        self.log_every, self.eval_every, self.evaluate = log_every, eval_every, evaluate
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+        self.checkpoint_every, self.meta, self.on_row = checkpoint_every, dict(meta or {}), on_row
+        self.progress, self.nan_at_step, self.interrupt_at_step = progress, nan_at_step, interrupt_at_step
+        self.device = model.device
+
+        # Samplers: source rows first, then target rows (train_step relies on that order in dann mode).
+        n_src = {"source": batch_size, "dann": batch_size // 2, "target": 0}[mode]
+        n_tgt = batch_size - n_src
+        self.samplers: dict[str, EpochSampler] = {}
+        if n_src:
+            self.samplers["source"] = EpochSampler(len(data.source_labels), n_src, rng)
+        if n_tgt:
+            self.samplers["target"] = EpochSampler(len(data.target_labels), n_tgt, rng)
+
+        self.step = 0  # steps completed
+        self.train_seconds = 0.0  # time in the loop, without evaluations, summed over resumed sessions
+        self.eval_seconds = 0.0
+        self.last_checkpoint: tuple[Path, int] | None = None
+        self.last_eval: dict | None = None
+        self._window = _Window()
+        self._interrupted = False
+
+    # -- schedules -------------------------------------------------------------------------------------------
+
+    def schedule(self, step: int) -> tuple[float, float, float]:
+        """(p, lambda_p, mu_p) used by the 1-based step ``step``: p = (step - 1) / num_steps, as in tf-dann."""
+        p = (step - 1) / self.num_steps
+        return p, lambda_schedule(p), lr_schedule(p)
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next host batch: x (N, 3, 28, 28) float32 (source rows first) and the labels of the labelled rows."""
+        d = self.data
+        if self.mode == "source":
+            i = self.samplers["source"].next()
+            return preprocess(d.source_images[i], d.mean), d.source_labels[i]
+        if self.mode == "target":
+            j = self.samplers["target"].next()
+            return preprocess(d.target_images[j], d.mean), d.target_labels[j]
+        i, j = self.samplers["source"].next(), self.samplers["target"].next()
+        # target labels are never read in dann mode
+        return preprocess(np.concatenate([d.source_images[i], d.target_images[j]]), d.mean), d.source_labels[i]
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The loop's own state (samplers and the unlogged window) as host arrays."""
+        state = {}
+        for name, s in self.samplers.items():
+            state.update(s.state_dict(name))
+        state["window.steps"] = np.asarray(self._window.steps, np.int64)
+        state["window.values"] = self._window_host().reshape(-1, 3)
+        return state
+
+    def save(self, **extra) -> Path | None:
+        """Save a checkpoint of the current step boundary (if a path was given); return its path."""
+        if self.checkpoint_path is None:
+            return None
+        p = self.step / self.num_steps
+        try:
+            path = save_checkpoint(
+                self.checkpoint_path, self.model, self.optimizer, self.rng, self.state_dict(),
+                mode=self.mode, step=self.step, num_steps=self.num_steps, progress=p, lambd=lambda_schedule(p),
+                lr=lr_schedule(p), train_seconds=self.train_seconds, eval_seconds=self.eval_seconds,
+                last_eval=self.last_eval, **self.meta, **extra,
+            )
+        except FloatingPointError as e:
+            raise TrainingDiverged(f"{e}; {self._last_good()}") from e
+        self.last_checkpoint = (path, self.step)
+        return path
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue from ``ckpt``: weights, momentum, RNG, samplers, step and the unlogged window."""
+        if ckpt.meta["mode"] != self.mode or ckpt.meta["num_steps"] != self.num_steps:
+            raise ValueError(f"checkpoint {ckpt.path} is for mode {ckpt.meta['mode']!r} with "
+                             f"{ckpt.meta['num_steps']} steps, not {self.mode!r} with {self.num_steps}")
+        ckpt.restore(self.model, self.optimizer, self.rng)
+        for name, s in self.samplers.items():
+            s.load_state_dict(ckpt.state, name)
+        self.step = int(ckpt.meta["step"])
+        self.train_seconds = float(ckpt.meta.get("train_seconds", 0.0))
+        self.eval_seconds = float(ckpt.meta.get("eval_seconds", 0.0))
+        self.last_eval = ckpt.meta.get("last_eval")
+        steps, values = ckpt.state["window.steps"], ckpt.state["window.values"]
+        self._window = _Window([int(s) for s in steps], [], np.asarray(values, np.float64).reshape(-1, 3))
+        self.last_checkpoint = (ckpt.path, self.step)
+
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was saved before it"
+        path, step = self.last_checkpoint
+        return f"last good checkpoint: {path} (step {step})"
+
+    # -- logging and the NaN guard ---------------------------------------------------------------------------
+
+    def _window_host(self) -> np.ndarray:
+        """The window's statistics on the host, (steps, 3) float64 with NaN where a mode has no domain loss.
+
+        This is the one place the loop copies from the device: one copy per window, not per step.
+        """
+        rows = self._window.values
+        if not rows:
+            return self._window.host
+        xp = get_array_module(rows[0][0])
+        cols = [xp.stack([r[c] for r in rows]).astype(xp.float64) if rows[0][c] is not None
+                else xp.full(len(rows), np.nan) for c in range(3)]
+        return np.concatenate([self._window.host, to_numpy(xp.stack(cols, axis=1))])
+
+    def _flush(self, evaluated: dict | None) -> dict:
+        """Check the window for NaN/inf, then turn it into one metrics row and start a new window."""
+        values = self._window_host()
+        has_domain = self.mode == "dann"
+        losses = values[:, :2] if has_domain else values[:, :1]
+        bad = ~np.isfinite(losses).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            step = self._window.steps[k]
+            _, lambd, lr = self.schedule(step)
+            label_loss, domain_loss = values[k, 0], values[k, 1]
+            what = f"label loss {label_loss:.6g}" + (f", domain loss {domain_loss:.6g}" if has_domain else "")
+            raise TrainingDiverged(
+                f"non-finite loss in mode {self.mode!r} at step {step} of {self.num_steps} ({what}; "
+                f"lambda {lambd:.6g}, lr {lr:.6g}). Training stopped; {self._last_good()}. Losses are checked "
+                f"every {self.log_every} steps (log_every)."
+            )
+        mean = values.mean(axis=0) if len(values) else np.full(3, np.nan)
+        _, lambd, lr = self.schedule(self.step)
+        row = {
+            "step": self.step, "mode": self.mode, "label_loss": float(mean[0]),
+            "domain_loss": float(mean[1]) if has_domain else None,
+            "domain_acc": float(mean[2]) if has_domain else None,
+            "lambda": lambd, "lr": lr,
+            "source_acc": None if evaluated is None else evaluated["source_acc"],
+            "target_acc": None if evaluated is None else evaluated["target_acc"],
+        }
+        self._window = _Window()
+        if self.on_row is not None:
+            self.on_row(row)
+        return row
+
+    def _postfix(self, row: dict) -> dict:
+        post = {"L_y": f"{row['label_loss']:.3f}"}
+        if row["domain_loss"] is not None:
+            post.update(L_d=f"{row['domain_loss']:.3f}", d_acc=f"{row['domain_acc']:.2f}")
+        post.update(lambd=f"{row['lambda']:.3f}", lr=f"{row['lr']:.5f}")
+        return post
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def _on_sigint(self, signum, frame):
+        if self._interrupted:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self._interrupted = True
+        print(f"\nCtrl-C: stopping {self.mode} after step {self.step + 1} and saving a checkpoint "
+              "(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
+
+    def run(self) -> dict:
+        """Train from ``self.step`` to ``num_steps``; return the last metrics row.
+
+        Raises:
+            TrainingDiverged: a loss became NaN or inf.
+            TrainingInterrupted: Ctrl-C; a checkpoint was saved at the last completed step.
+        """
+        from tqdm.auto import tqdm
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        bar = tqdm(total=self.num_steps, initial=self.step, desc=self.mode, file=sys.stderr, unit="step",
+                   disable=None if self.progress else True, dynamic_ncols=True)
+        row = None
+        self._start_clock()
+        try:
+            while self.step < self.num_steps:
+                if self._interrupted:
+                    raise self._interrupt()
+                step = self.step + 1
+                _, lambd, lr = self.schedule(step)
+                x_host, y = self.next_batch()
+                if step == self.nan_at_step:
+                    x_host[:] = np.nan
+                x = to_device(x_host, self.device)  # the one host -> device copy per step
+                stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr)
+                self.step = step
+                self._window.steps.append(step)
+                self._window.values.append((stats.label_loss, stats.domain_loss, stats.domain_acc))
+                bar.update(1)
+                if step == self.interrupt_at_step:
+                    signal.raise_signal(signal.SIGINT)
+
+                evaluate_now = self.evaluate is not None and (
+                    step == self.num_steps or (self.eval_every and step % self.eval_every == 0))
+                checkpoint_now = step == self.num_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)
+                if evaluate_now or checkpoint_now or step % self.log_every == 0:
+                    evaluated = None
+                    if evaluate_now:
+                        self._check_window()  # no point evaluating a diverged model
+                        synchronize()
+                        t_eval = time.perf_counter()
+                        evaluated = self.last_eval = dict(self.evaluate(self.model))
+                        self.eval_seconds += time.perf_counter() - t_eval
+                    row = self._flush(evaluated)
+                    bar.set_postfix(self._postfix(row), refresh=False)
+                    if checkpoint_now:
+                        self._update_clock()
+                        self.save()
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        self._update_clock()
+        return row
+
+    def _check_window(self) -> None:
+        """Run the NaN check on the window without ending it."""
+        values = self._window_host()
+        if not np.isfinite(values[:, :2 if self.mode == "dann" else 1]).all():
+            self._flush(None)  # raises TrainingDiverged with the exact step
+
+    def _start_clock(self) -> None:
+        self._clock = (time.perf_counter(), self.train_seconds, self.eval_seconds)
+
+    def _update_clock(self) -> None:
+        """train_seconds = time in the loop since run() began, minus evaluations, plus earlier sessions'."""
+        synchronize()  # queued GPU work belongs to the steps that queued it
+        t0, train0, eval0 = self._clock
+        self.train_seconds = train0 + (time.perf_counter() - t0) - (self.eval_seconds - eval0)
+
+    def _interrupt(self) -> TrainingInterrupted:
+        """Save at the current step boundary and build the exception the caller reports."""
+        self._check_window()
+        self._update_clock()
+        path = self.save()
+        where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path was set, nothing saved"
+        return TrainingInterrupted(f"interrupted in mode {self.mode!r} after step {self.step} of {self.num_steps}; "
+                                   f"{where}", self.mode, self.step, path)

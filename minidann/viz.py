@@ -1,0 +1,157 @@
+"""Plots of the MNIST -> MNIST-M experiment, saved as PNG with matplotlib's object API.
+
+Every function builds its own :class:`matplotlib.figure.Figure` and writes it with the Agg canvas: no pyplot,
+so no global figure state, no GUI backend and nothing to close.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["pca_2d", "plot_embedding", "plot_sample_grid", "plot_training_curves"]
+
+_MODE_COLOURS = {"source": "tab:blue", "dann": "tab:red", "target": "tab:green"}
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _series(rows: Sequence[Mapping], mode: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["step"], r[key]) for r in rows if r["mode"] == mode and r.get(key) not in (None, "")]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    steps, values = zip(*pts, strict=True)
+    return np.asarray(steps, float), np.asarray(values, float)
+
+
+def plot_training_curves(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Six panels over training steps, one line per mode: label loss, domain loss (with the ln 2 line), domain
+    accuracy (with the 0.5 line), test accuracies, lambda_p and mu_p.
+
+    A domain loss that settles near ln 2 and a domain accuracy near 0.5 late in DANN training are what success
+    looks like: the domain classifier can no longer tell the features apart.
+
+    Args:
+        rows: metrics rows as written to metrics.csv (keys of :data:`minidann.train.METRIC_COLUMNS`).
+        path: the PNG to write.
+    """
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    axes = fig.subplots(2, 3)
+    modes = [m for m in _MODE_COLOURS if any(r["mode"] == m for r in rows)]
+    panels = [
+        (axes[0, 0], "label_loss", "label loss L_y (batch mean)"),
+        (axes[0, 1], "domain_loss", "domain loss L_d"),
+        (axes[0, 2], "domain_acc", "domain accuracy (training batches)"),
+        (axes[1, 1], "lambda", "adaptation factor lambda_p"),
+        (axes[1, 2], "lr", "learning rate mu_p"),
+    ]
+    for ax, key, title in panels:
+        for mode in modes:
+            x, y = _series(rows, mode, key)
+            if len(x):
+                ax.plot(x, y, color=_MODE_COLOURS[mode], label=mode, lw=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0, 1].axhline(math.log(2), color="k", ls="--", lw=1, label="ln 2 (chance)")
+    axes[0, 2].axhline(0.5, color="k", ls="--", lw=1, label="0.5 (chance)")
+    axes[0, 2].set_ylim(0, 1.02)
+    ax = axes[1, 0]
+    for mode in modes:
+        for key, style in (("source_acc", "-"), ("target_acc", "--")):
+            x, y = _series(rows, mode, key)
+            if len(x):
+                domain = "MNIST" if key == "source_acc" else "MNIST-M"
+                ax.plot(x, y, style, marker="o", ms=3, color=_MODE_COLOURS[mode], label=f"{mode}: {domain} test")
+    ax.set_title("test accuracy (logged only, never used to choose)")
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1.02)
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_sample_grid(source_images: np.ndarray, target_images: np.ndarray, path: str | os.PathLike,
+                     n: int = 10) -> Path:
+    """Two rows of digits: source (MNIST as the network sees it) above target (MNIST-M).
+
+    Args:
+        source_images: (N, 3, 28, 28) or (N, 28, 28) uint8.
+        target_images: (N, 3, 28, 28) or (N, 28, 28, 3) uint8.
+        n: digits per row.
+    """
+    def hwc(img: np.ndarray) -> np.ndarray:
+        if img.ndim == 2:
+            return np.repeat(img[:, :, None], 3, axis=2)
+        return img.transpose(1, 2, 0) if img.shape[0] == 3 else img
+
+    n = min(n, len(source_images), len(target_images))
+    fig = Figure(figsize=(n * 0.9, 2.3), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for row, (images, name) in enumerate(((source_images, "MNIST"), (target_images, "MNIST-M"))):
+        for i in range(n):
+            ax = axes[row, i]
+            ax.imshow(hwc(images[i]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(name)
+    fig.suptitle("source (MNIST, binarised) and target (MNIST-M)")
+    return _save(fig, path)
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project (N, D) points onto their first two principal components: (N, 2).
+
+    With fewer points than dimensions (1,000 features of 2,352 values), the (N, N) Gram matrix Xc Xc^T is the
+    cheap route: its top eigenvectors u_i, scaled by sqrt(eigenvalue_i), are exactly the PCA scores Xc v_i
+    (a full SVD of the (N, D) matrix takes seconds here). The sign of each component is fixed (largest |loading|
+    positive) so the picture does not flip between runs.
+    """
+    xc = np.asarray(x, np.float64)
+    xc = xc - xc.mean(axis=0)
+    if xc.shape[0] > xc.shape[1]:  # more points than dimensions: the covariance is the smaller matrix
+        w, v = np.linalg.eigh(xc.T @ xc)
+        comps = v[:, ::-1][:, :2].T  # (2, D)
+    else:
+        w, u = np.linalg.eigh(xc @ xc.T)
+        u = u[:, ::-1][:, :2]
+        comps = (xc.T @ u / np.sqrt(np.maximum(w[::-1][:2], 1e-300))).T  # v_i = Xc^T u_i / s_i
+    comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])[:, None]
+    return xc @ comps.T
+
+
+def plot_embedding(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> Path:
+    """The paper's Fig. 5 with PCA instead of t-SNE: features of source and target test images in 2-D, one
+    panel per model (source-only beside DANN).
+
+    Each panel has its own PCA, fitted to that model's pooled source + target features. Under source-only
+    training the two domains sit apart; under DANN they overlap.
+
+    Args:
+        panels: title -> (source features (Ns, D), target features (Nt, D)).
+        path: the PNG to write.
+    """
+    fig = Figure(figsize=(5.2 * max(1, len(panels)), 5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels)), squeeze=False)[0])
+    for ax, (title, (fs, ft)) in zip(axes, panels.items(), strict=False):
+        z = pca_2d(np.concatenate([fs, ft]))
+        ax.scatter(*z[:len(fs)].T, s=6, alpha=0.6, color="tab:blue", label="source (MNIST test)")
+        ax.scatter(*z[len(fs):].T, s=6, alpha=0.6, color="tab:red", label="target (MNIST-M test)")
+        ax.set_title(title)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(fontsize=8, markerscale=2)
+    return _save(fig, path)
