@@ -1,0 +1,435 @@
+#!/usr/bin/env python
+"""MNIST -> MNIST-M with domain-adversarial training, as in Ganin & Lempitsky (2015) and tf-dann.
+
+Trains the paper's network source-only and with DANN (and, with ``--modes all``, on labelled target data, the
+upper bound), then reports the last iterate's accuracies beside the paper's numbers. Outputs go to ``--out``:
+
+    config.json       the resolved configuration, data and versions
+    metrics.csv       step, mode, label_loss, domain_loss, domain_acc, lambda, lr, source_acc, target_acc
+    results.json      {"modes": {mode: {source_acc, target_acc, domain_acc (dann), steps, seconds, ms_per_step}},
+                       "proxy_a_distance", "device", "seed", "data", "versions", "reference"}
+    curves.png        training curves; samples.png: MNIST above MNIST-M; embedding.png: PCA of test features
+    checkpoints/      one <mode>.npz per mode (``--resume`` any of them to continue the run)
+
+Exit status: 0 done, 2 bad usage / no GPU / no data, 3 a loss became NaN or inf, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+import minidann
+from minidann.backend import GPUUnavailableError, resolve_device
+from minidann.checkpoint import CheckpointError, load_checkpoint
+from minidann.dann import (
+    MODES,
+    build_model,
+    build_optimizer,
+    evaluate,
+    extract_features,
+    pixel_mean,
+    prepare_mnist,
+    prepare_mnistm,
+    preprocess,
+)
+from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
+from minidann.viz import plot_embedding, plot_sample_grid, plot_training_curves
+
+try:  # the proxy A-distance lives in its own module (issue 5); without it the run skips that number
+    from minidann.pad import proxy_a_distance
+except ImportError:
+    proxy_a_distance = None
+
+#: MNIST -> MNIST-M accuracies to print beside ours (../shared/paper.md): JMLR Table 2 and the tf-dann notebook.
+REFERENCE = {
+    "source": {"jmlr_target_acc": 0.5225, "tfdann_source_acc": 0.9873, "tfdann_target_acc": 0.5342},
+    "dann": {"jmlr_target_acc": 0.7666, "tfdann_source_acc": 0.9781, "tfdann_target_acc": 0.7076},
+    "target": {"jmlr_target_acc": 0.9596, "tfdann_source_acc": None, "tfdann_target_acc": None},
+}
+LOG_EVERY = 50  # steps per metrics row and per NaN check (one device -> host copy per row)
+CHECKPOINT_EVERY = 500  # steps between periodic checkpoints
+EMBED_POINTS = 500  # test images per domain in the embedding plot
+PAD_POINTS = 2000  # test images per domain for the proxy A-distance
+DATA_SEED = 0  # MNIST-M is one fixed dataset: --seed varies the weights and the batches, not the data
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show every default; options whose default is None say in words what happens."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mnist_to_mnistm.py", description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where to train; 'gpu' fails with the reason if CuPy or a GPU is missing, 'auto' falls back "
+                        "to the CPU and says so")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
+                   "starts from the same weights)")
+    p.add_argument("--steps", type=int, default=8600, help="SGD steps per mode (tf-dann)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step; dann: half source, half target")
+    p.add_argument("--modes", default="source,dann",
+                   help="comma-separated from source, dann, target; 'all' = source,dann,target")
+    p.add_argument("--data", choices=["auto", "embedded", "full"], default="auto",
+                   help="full MNIST (downloaded if needed), the embedded 8,000/2,000 subset, or auto: full when "
+                        "available, else embedded")
+    p.add_argument("--data-dir", default=None,
+                   help="data folder (default: $MINIDANN_DATA, else $XDG_CACHE_HOME/minidann, else "
+                        "~/.cache/minidann)")
+    p.add_argument("--no-verify", action="store_true", help="accept MNIST/BSDS500 files without checking hashes")
+    p.add_argument("--out", default=None, help="output folder (default: a new folder runs/<date>-<time>-seed<N>; "
+                   "with --resume, the folder of the checkpoint's run)")
+    p.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue the run that wrote this checkpoint (<run>/checkpoints/<mode>.npz) with its saved "
+                        "configuration; finished modes are not retrained")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is also off when stderr is not "
+                   "a terminal)")
+    p.add_argument("--eval-every", type=int, default=1000,
+                   help="steps between test-set evaluations logged to metrics.csv (0: only at the end); they are "
+                        "only logged, never used to choose anything")
+    p.add_argument("--limit-train", type=int, default=0, metavar="N",
+                   help="use only the first N images of each training set (0: all); for quick trials and tests")
+    p.add_argument("--limit-test", type=int, default=0, metavar="N",
+                   help="use only the first N images of each test set (0: all); for quick trials and tests")
+    # Testing aids for the NaN guard and Ctrl-C handling (hidden from --help).
+    p.add_argument("--debug-nan-at", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug-interrupt-at", default=None, metavar="MODE:STEP", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.modes == "all":
+        args.modes = ",".join(MODES)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        p.error(f"--modes: unknown mode(s) {bad}; choose from {', '.join(MODES)} or 'all'")
+    args.modes = [m for m in MODES if m in modes]  # always in the order source, dann, target
+    for name in ("steps", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.batch_size < 2 and "dann" in args.modes:
+        p.error("--batch-size must be at least 2 for dann (one source and one target image)")
+    for name in ("eval_every", "limit_train", "limit_test"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    return args
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of what produced the numbers (CuPy read from package metadata, so it is not imported here)."""
+    out = {"python": platform.python_version(), "minidann": minidann.__version__, "numpy": np.__version__}
+    for name in ("matplotlib", "scikit-image"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["cupy"] = None
+    for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy"):
+        try:
+            out["cupy"] = f"{dist} {metadata.version(dist)}"
+            break
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def new_run_dir(seed: int) -> Path:
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    out, k = base, 1
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# metrics.csv
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: (r[k] if k == "mode" else int(r[k]) if k == "step" else
+                             (float(r[k]) if r[k] != "" else None)) for k in METRIC_COLUMNS})
+    return rows
+
+
+class MetricsWriter:
+    """Appends rows to metrics.csv as they come (flushed, so a crash keeps what was logged)."""
+
+    def __init__(self, path: Path, rows: list[dict]):
+        self.path, self.rows = path, list(rows)
+        with open(path, "w", newline="") as f:  # rewrite: on resume, rows after the checkpoints are dropped
+            w = csv.DictWriter(f, METRIC_COLUMNS)
+            w.writeheader()
+            w.writerows({k: self._fmt(r[k]) for k in METRIC_COLUMNS} for r in self.rows)
+
+    @staticmethod
+    def _fmt(v):
+        return "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: self._fmt(row[k]) for k in METRIC_COLUMNS})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the experiment
+
+
+def load_data(cfg: dict):
+    """Load MNIST and MNIST-M and preprocess them as tf-dann does (binarised MNIST, shared pixel mean)."""
+    from minidann.data import load_digits_pair
+
+    pair = load_digits_pair(source=cfg["data_used"] or cfg["data"], data_dir=cfg["data_dir"],
+                            verify=cfg["verify"], seed=DATA_SEED)
+    n_train, n_test = cfg["limit_train"] or None, cfg["limit_test"] or None
+    train = DomainData(
+        source_images=prepare_mnist(pair.mnist_train.images[:n_train]),
+        source_labels=pair.mnist_train.labels[:n_train],
+        target_images=prepare_mnistm(pair.mnistm_train.images[:n_train]),
+        target_labels=pair.mnistm_train.labels[:n_train],
+        mean=np.zeros(3, np.float32),
+    )
+    train.mean = pixel_mean(train.source_images, train.target_images)
+    test = DomainData(
+        source_images=prepare_mnist(pair.mnist_test.images[:n_test]), source_labels=pair.mnist_test.labels[:n_test],
+        target_images=prepare_mnistm(pair.mnistm_test.images[:n_test]),
+        target_labels=pair.mnistm_test.labels[:n_test], mean=train.mean,
+    )
+    return pair, train, test
+
+
+def _debug_step(spec: str | None, mode: str) -> int | None:
+    """``"dann:6"`` -> 6 in mode dann, None in other modes (a testing aid)."""
+    if spec is None:
+        return None
+    target, _, step = spec.rpartition(":")
+    return int(step) if target in ("", mode) else None
+
+
+def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainData, out: Path,
+             resume_dir: Path | None, on_row, progress: bool, args) -> tuple[dict, object]:
+    """Train (or reload) one mode; return its results and its model."""
+    rng = np.random.default_rng(cfg["seed"])  # the same seed per mode: every mode starts from the same weights
+    model = build_model(rng, device)
+    optimizer = build_optimizer(model)
+
+    def evaluate_test(m):
+        return evaluate(m, test.source_images, test.source_labels, test.target_images, test.target_labels,
+                        test.mean)
+
+    trainer = Trainer(
+        model, optimizer, train, mode, cfg["steps"], cfg["batch_size"], rng, log_every=LOG_EVERY,
+        eval_every=cfg["eval_every"], evaluate=evaluate_test, checkpoint_path=out / "checkpoints" / f"{mode}.npz",
+        checkpoint_every=CHECKPOINT_EVERY, meta={"config": cfg}, on_row=on_row, progress=progress,
+        nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode),
+    )
+    ckpt_path = None if resume_dir is None else resume_dir / f"{mode}.npz"
+    if ckpt_path is not None and ckpt_path.is_file():
+        trainer.restore(load_checkpoint(ckpt_path))
+        done = trainer.step == trainer.num_steps
+        print(f"{mode}: {'finished' if done else 'resuming'} from {ckpt_path} at step {trainer.step}", flush=True)
+        if not done:
+            trainer.run()
+        elif ckpt_path != trainer.checkpoint_path:
+            trainer.save()  # keep every mode's checkpoint in the new output folder
+    else:
+        trainer.run()
+    result = dict(trainer.last_eval)
+    if mode != "dann":
+        result.pop("domain_acc", None)  # G_d is trained only in dann mode
+    result.update(steps=trainer.step, seconds=round(trainer.train_seconds + trainer.eval_seconds, 3),
+                  ms_per_step=round(1000 * trainer.train_seconds / trainer.step, 3),
+                  train_seconds=round(trainer.train_seconds, 3), eval_seconds=round(trainer.eval_seconds, 3))
+    return result, model
+
+
+def compute_pad(models: dict, test: DomainData) -> dict | None:
+    """Proxy A-distance between MNIST test and MNIST-M test: raw pixels, source-only and DANN features."""
+    if proxy_a_distance is None:
+        return None
+    n = min(PAD_POINTS, len(test.source_images), len(test.target_images))
+    xs, xt = test.source_images[:n], test.target_images[:n]
+    pad = {"raw_pixels": proxy_a_distance(preprocess(xs, test.mean).reshape(n, -1),
+                                          preprocess(xt, test.mean).reshape(n, -1), seed=0)}
+    for mode, key in (("source", "source_only_features"), ("dann", "dann_features"), ("target", "target_features")):
+        if mode in models:
+            m = models[mode]
+            pad[key] = proxy_a_distance(extract_features(m, xs, test.mean), extract_features(m, xt, test.mean), seed=0)
+    pad = {k: float(v) for k, v in pad.items()}
+    pad["points_per_domain"] = n
+    return pad
+
+
+def fmt(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def results_table(results: dict) -> str:
+    lines = [
+        "MNIST -> MNIST-M, accuracy of the last iterate (nothing selected on test data)",
+        f"{'mode':<8} {'MNIST':>7} {'MNIST-M':>8} | {'JMLR MNIST-M':>12} | "
+        f"{'tf-dann MNIST':>13} {'tf-dann MNIST-M':>15}",
+    ]
+    for mode, r in results["modes"].items():
+        ref = REFERENCE[mode]
+        lines.append(f"{mode:<8} {fmt(r['source_acc']):>7} {fmt(r['target_acc']):>8} | "
+                     f"{fmt(ref['jmlr_target_acc']):>12} | {fmt(ref['tfdann_source_acc']):>13} "
+                     f"{fmt(ref['tfdann_target_acc']):>15}")
+    if "dann" in results["modes"]:
+        lines.append(f"DANN domain accuracy on the test sets: {fmt(results['modes']['dann']['domain_acc'])} "
+                     "(0.5 = the domain classifier is at chance)")
+    pad = results.get("proxy_a_distance")
+    if pad:
+        parts = [f"{k.replace('_', ' ')} {v:.3f}" for k, v in pad.items() if k != "points_per_domain"]
+        lines.append(f"proxy A-distance (MNIST test vs MNIST-M test, {pad['points_per_domain']} per domain; 0 = "
+                     f"indistinguishable, 2 = separable): " + ", ".join(parts))
+    elif proxy_a_distance is None:
+        lines.append("proxy A-distance: not computed (minidann.pad is not available)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device, device_note = resolve_device(args.device)
+    except GPUUnavailableError as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    # The configuration: from the flags, or on --resume from the checkpoint (so the run continues unchanged).
+    resume_dir = None
+    if args.resume:
+        try:
+            ckpt = load_checkpoint(args.resume)
+        except CheckpointError as e:
+            print(f"error: --resume: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        cfg = dict(ckpt.meta["config"])
+        resume_dir = ckpt.path.parent
+        out = Path(args.out) if args.out else resume_dir.parent
+        ignored = [f for f in ("seed", "steps", "batch_size", "data", "data_dir", "eval_every", "limit_train",
+                               "limit_test") if getattr(args, f) != parse_args([]).__dict__[f] and
+                   getattr(args, f) != cfg.get(f)]
+        if ignored:
+            print(f"note: --resume keeps the checkpoint's configuration; ignoring {', '.join(ignored)}")
+        cfg.update(resumed_from=str(ckpt.path))
+    else:
+        out = Path(args.out) if args.out else new_run_dir(args.seed)
+        if (out / "config.json").exists():
+            print(f"error: {out} already holds a run; choose another --out or continue it with --resume "
+                  f"{out}/checkpoints/<mode>.npz", file=sys.stderr)
+            return EXIT_USAGE
+        cfg = {
+            "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
+            "data": args.data, "data_used": None, "data_dir": args.data_dir, "verify": not args.no_verify,
+            "eval_every": args.eval_every, "limit_train": args.limit_train, "limit_test": args.limit_test,
+            "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
+            "optimizer": "SGD, momentum 0.9, lr mu_p = 0.01 / (1 + 10 p)^0.75",
+            "lambda": "lambda_p = 2 / (1 + exp(-10 p)) - 1, p = step / steps",
+            "init": "truncated normal std 0.1 weights, bias 0.1 (tf-dann)",
+            "preprocessing": "MNIST binarised (x > 0 -> 255) and repeated to 3 channels; minus the per-channel "
+                             "pixel mean of MNIST-train + MNIST-M-train; divided by 255",
+        }
+    cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
+    out.mkdir(parents=True, exist_ok=True)
+
+    print("minidann MNIST -> MNIST-M")
+    print(device_note)
+    for k in ("seed", "steps", "batch_size", "modes", "data", "data_dir", "eval_every", "limit_train", "limit_test",
+              "out"):
+        print(f"  {k:<12} {cfg[k]}")
+    try:
+        pair, train, test = load_data(cfg)
+    except ValueError as e:  # minidann.data.DataError: missing, malformed or unverified files
+        print(f"error: data: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if cfg["data_used"] is None:
+        cfg["data_used"] = pair.source  # a resumed run loads exactly these data again, even under --data auto
+    print(f"data: {pair.description}")
+    print(f"      {pair.reason}")
+    print(f"      train {len(train.source_labels):,} + {len(train.target_labels):,}, test "
+          f"{len(test.source_labels):,} + {len(test.target_labels):,}; pixel mean {np.round(train.mean, 2).tolist()}",
+          flush=True)
+    data_info = {"source": pair.source, "backgrounds": pair.backgrounds, "description": pair.description,
+                 "reason": pair.reason, "train": len(train.source_labels), "test": len(test.source_labels),
+                 "mnistm_seed": DATA_SEED}
+    (out / "config.json").write_text(json.dumps({**cfg, "data_info": data_info, "versions": versions()}, indent=2))
+
+    # metrics.csv: on resume, keep the rows each mode's checkpoint covers
+    old_rows = read_metrics((resume_dir.parent if resume_dir else out) / "metrics.csv")
+    covered = {}
+    if resume_dir is not None:
+        for mode in cfg["modes"]:
+            path = resume_dir / f"{mode}.npz"
+            covered[mode] = load_checkpoint(path).meta["step"] if path.is_file() else 0
+    writer = MetricsWriter(out / "metrics.csv", [r for r in old_rows if r["step"] <= covered.get(r["mode"], 0)])
+
+    plot_sample_grid(test.source_images, test.target_images, out / "samples.png")
+    progress = not args.no_progress
+    results = {"modes": {}}
+    models = {}
+    try:
+        for mode in cfg["modes"]:
+            results["modes"][mode], models[mode] = run_mode(mode, cfg, device, train, test, out, resume_dir, writer,
+                                                            progress, args)
+            r = results["modes"][mode]
+            print(f"{mode}: MNIST {r['source_acc']:.4f}, MNIST-M {r['target_acc']:.4f}, {r['steps']} steps in "
+                  f"{r['seconds']:.1f} s ({r['ms_per_step']:.1f} ms/step)", flush=True)
+    except TrainingInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        if e.checkpoint is not None:
+            print(f"resume with: python {sys.argv[0] if argv is None else 'examples/mnist_to_mnistm.py'} --resume "
+                  f"{e.checkpoint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(f"\ninterrupted without a new checkpoint; the checkpoints so far are in {out / 'checkpoints'}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    # Figures and the proxy A-distance, from the final weights.
+    n = min(EMBED_POINTS, len(test.source_images), len(test.target_images))
+    panels = {}
+    for mode, title in (("source", "source only"), ("dann", "DANN"), ("target", "train on target")):
+        if mode in models:
+            m = models[mode]
+            panels[title] = (extract_features(m, test.source_images[:n], test.mean),
+                             extract_features(m, test.target_images[:n], test.mean))
+    plot_embedding(panels, out / "embedding.png")
+    plot_training_curves(writer.rows, out / "curves.png")
+    results["proxy_a_distance"] = compute_pad(models, test)
+    results.update(device=device, seed=cfg["seed"], data=data_info, versions=versions(), reference=REFERENCE)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+    print()
+    print(results_table(results))
+    print(f"\noutputs in {out}: config.json, metrics.csv, results.json, curves.png, samples.png, embedding.png, "
+          "checkpoints/")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading data, plotting): nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None

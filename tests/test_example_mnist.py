@@ -1,0 +1,181 @@
+"""End-to-end runs of examples/mnist_to_mnistm.py on a small slice of the embedded data (offline, seconds)."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minidann.backend import gpu_available
+from minidann.checkpoint import load_checkpoint
+from minidann.dann import lambda_schedule, lr_schedule
+from minidann.train import METRIC_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "mnist_to_mnistm.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("mnist_to_mnistm", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load_example()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny_args(data_dir, out, *extra, steps=16, modes="source,dann"):
+    """A seeded run small enough for a test: 200 training and 60 test images per domain, batch 8."""
+    return ["--device", "cpu", "--data", "embedded", "--data-dir", str(data_dir), "--out", str(out),
+            "--steps", str(steps), "--batch-size", "8", "--limit-train", "200", "--limit-test", "60",
+            "--eval-every", "8", "--modes", modes, "--no-progress", "--seed", "0", *extra]
+
+
+def run(args, capsys):
+    code = example.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_lists_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as info:
+        example.parse_args(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--device", "--seed", "--steps", "--batch-size", "--modes", "--data", "--data-dir", "--no-verify",
+                 "--out", "--resume", "--no-progress", "--eval-every", "--limit-train", "--limit-test"):
+        assert flag in text, flag
+    for default in ("(default: auto)", "(default: 8600)", "(default: 64)", "(default: source,dann)",
+                    "(default: 1000)", "(default: 0)"):
+        assert default in text, default
+    assert "runs/" in text and "debug" not in text  # words for None defaults; testing aids stay hidden
+
+
+def test_end_to_end_writes_every_output(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(tiny_args(data_dir, out, modes="all"), capsys)
+    assert code == 0
+    # the start: resolved configuration and the data used
+    assert "device: cpu" in stdout and "embedded MNIST subset" in stdout and "MNIST-M variant" in stdout
+    # the final table, with the paper's numbers beside ours
+    assert "JMLR MNIST-M" in stdout and "tf-dann MNIST-M" in stdout
+    for ref in ("0.5225", "0.7666", "0.9596", "0.5342", "0.7076", "0.9873", "0.9781"):
+        assert ref in stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 0 and config["steps"] == 16 and config["modes"] == ["source", "dann", "target"]
+    assert config["data_used"] == "embedded" and config["device_used"] == "cpu"
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"modes", "device", "seed", "data", "versions", "proxy_a_distance"} <= set(results)
+    assert set(results["modes"]) == {"source", "dann", "target"}
+    for mode, r in results["modes"].items():
+        assert {"source_acc", "target_acc", "steps", "seconds", "ms_per_step"} <= set(r)
+        assert ("domain_acc" in r) == (mode == "dann")
+        assert r["steps"] == 16 and r["seconds"] > 0 and r["ms_per_step"] > 0
+        assert 0 <= r["source_acc"] <= 1 and 0 <= r["target_acc"] <= 1
+    assert results["device"] == "cpu" and results["seed"] == 0
+    assert results["data"]["source"] == "embedded" and results["data"]["train"] == 200
+    assert results["versions"]["numpy"] == np.__version__
+    if example.proxy_a_distance is not None:
+        pad = results["proxy_a_distance"]
+        assert {"raw_pixels", "source_only_features", "dann_features"} <= set(pad)
+        assert "proxy A-distance" in stdout
+
+    with open(out / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == METRIC_COLUMNS
+    assert [(r["mode"], r["step"]) for r in rows] == [(m, s) for m in ("source", "dann", "target")
+                                                      for s in ("8", "16")]
+    assert all(r["source_acc"] != "" and r["target_acc"] != "" for r in rows)  # evaluated every 8 steps
+    assert all((r["domain_loss"] != "") == (r["mode"] == "dann") for r in rows)
+    last = results["modes"]["dann"]
+    assert float(rows[3]["target_acc"]) == pytest.approx(last["target_acc"], abs=1e-6)  # the last iterate
+
+    for png in ("curves.png", "samples.png", "embedding.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC, png
+    for mode in ("source", "dann", "target"):
+        ckpt = load_checkpoint(out / "checkpoints" / f"{mode}.npz")
+        assert ckpt.meta["mode"] == mode and ckpt.meta["step"] == 16
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, _, err = run(tiny_args(data_dir, out), capsys)
+    assert code == 2 and "already holds a run" in err
+
+
+def _final_weights(out, mode):
+    ckpt = load_checkpoint(out / "checkpoints" / f"{mode}.npz")
+    return ckpt.params, ckpt.optimizer
+
+
+def _same(a, b):
+    return all(a[i].keys() == b[i].keys() and all(np.array_equal(a[i][k], b[i][k]) for k in a[i]) for i in (0, 1))
+
+
+def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data_dir, capsys):
+    """Ctrl-C in dann at step 6 of 12 (source is finished); --resume keeps source and finishes dann."""
+    full = tmp_path / "full"
+    assert run(tiny_args(data_dir, full, steps=12), capsys)[0] == 0
+
+    cut = tmp_path / "cut"
+    code, _, err = run(tiny_args(data_dir, cut, "--debug-interrupt-at", "dann:6", steps=12), capsys)
+    assert code == 130
+    assert load_checkpoint(cut / "checkpoints" / "source.npz").meta["step"] == 12
+    ckpt = cut / "checkpoints" / "dann.npz"
+    assert f"checkpoint saved to {ckpt}" in err and f"--resume {ckpt}" in err
+    assert load_checkpoint(ckpt).meta["step"] == 6
+    assert not (cut / "results.json").exists()
+
+    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress"], capsys)
+    assert code == 0, stdout
+    assert f"source: finished from {cut / 'checkpoints' / 'source.npz'}" in stdout
+    assert f"dann: resuming from {ckpt} at step 6" in stdout
+    for mode in ("source", "dann"):
+        assert _same(_final_weights(full, mode), _final_weights(cut, mode)), mode
+    # and the log is the same, row for row
+    assert (full / "metrics.csv").read_text() == (cut / "metrics.csv").read_text()
+    a = json.loads((full / "results.json").read_text())["modes"]
+    b = json.loads((cut / "results.json").read_text())["modes"]
+    for mode in a:
+        for key in ("source_acc", "target_acc", "steps"):
+            assert a[mode][key] == b[mode][key]
+
+
+def test_nan_guard_stops_with_the_documented_message(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(tiny_args(data_dir, out, "--debug-nan-at", "5", steps=16, modes="dann"), capsys)
+    assert code == 3
+    assert "non-finite loss in mode 'dann' at step 5 of 16" in err
+    p = 4 / 16  # step 5 runs at p = (5 - 1) / 16
+    assert f"lambda {lambda_schedule(p):.6g}, lr {lr_schedule(p):.6g}" in err
+    assert "no checkpoint was saved before it" in err
+    assert "Traceback" not in err
+    assert not (out / "checkpoints" / "dann.npz").exists()
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is available here, so --device gpu would not fail")
+def test_device_gpu_without_a_gpu_fails_cleanly(tmp_path):
+    env = dict(os.environ, MINIDANN_DATA=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "gpu", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2
+    assert "error: --device gpu:" in proc.stderr and "CuPy" in proc.stderr and "--device cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written before the device check
