@@ -192,6 +192,61 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
     return rows
 
 
+def profile_step(device: str, batch: int, steps: int) -> list[dict]:
+    """Where the time of a DANN step goes: time spent in each Function's forward and backward.
+
+    Every ``forward``/``backward`` of every Function subclass is wrapped with a timer (on a GPU each call then
+    waits for its kernels, so the profile shows kernel time per op but the step gets slower than unprofiled).
+    The rest of the step (the optimizer, the graph walk, Python) is reported as ``other``.
+    """
+    from .core import Function
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    totals: dict[str, float] = {}
+    originals = []
+
+    def timed(cls, name, fn):
+        key = f"{cls.__name__}.{name}"
+
+        def wrapper(self, *args):
+            t0 = time.perf_counter()
+            out = fn(self, *args)
+            synchronize()
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
+            return out
+
+        return wrapper
+
+    md_step, _ = minidann_step(device, batch)
+    for _ in range(3):
+        md_step()
+    for cls in set(subclasses(Function)):
+        for name in ("forward", "backward"):
+            if name in vars(cls):
+                originals.append((cls, name, vars(cls)[name]))
+                setattr(cls, name, timed(cls, name, vars(cls)[name]))
+    try:
+        synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            md_step()
+        synchronize()
+        total = time.perf_counter() - t0
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
+    rows = [{"op": k, "ms_per_step": round(v / steps * 1e3, 2), "share": round(v / total, 3)}
+            for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+    other = total - sum(totals.values())
+    rows.append({"op": "other (SGD update, graph walk, Python)", "ms_per_step": round(other / steps * 1e3, 2),
+                 "share": round(other / total, 3)})
+    return rows
+
+
 def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
     """Run in a fresh process: build one implementation's step, run it, print peak RSS in MB (exit 3: no torch)."""
     import sys
@@ -229,6 +284,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", action="store_true", help="also time forward + backward of single ops")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--profile", action="store_true", help="also print the time per op of a DANN step")
     args = parser.parse_args(argv)
     try:
         device, _ = resolve_device(args.device)
@@ -245,6 +301,9 @@ def main(argv=None) -> int:
             rows[1]["peak_rss_mb"] = peak_rss_mb("torch", device, args.batch_size, args.steps)
     for row in rows:
         print(json.dumps(row))
+    if args.profile:
+        for row in profile_step(device, args.batch_size, args.steps):
+            print(json.dumps(row))
     return 0
 
 
