@@ -324,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dict(ckpt.meta["config"])
         resume_dir = ckpt.path.parent
         out = Path(args.out) if args.out else resume_dir.parent
-        ignored = [f for f in ("seed", "steps", "batch_size", "data", "data_dir", "eval_every", "limit_train",
-                               "limit_test") if getattr(args, f) != parse_args([]).__dict__[f] and
-                   getattr(args, f) != cfg.get(f)]
+        defaults = vars(parse_args([]))
+        ignored = [f"--{f.replace('_', '-')}" for f in ("seed", "steps", "batch_size", "modes", "data", "data_dir",
+                                                        "eval_every", "limit_train", "limit_test")
+                   if getattr(args, f) != defaults[f] and getattr(args, f) != cfg.get(f)]
         if ignored:
             print(f"note: --resume keeps the checkpoint's configuration; ignoring {', '.join(ignored)}")
         cfg.update(resumed_from=str(ckpt.path))

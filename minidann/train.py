@@ -38,7 +38,8 @@ from .optim import SGD
 __all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
 
 #: Columns of metrics.csv, in order. Losses and domain accuracy are means over the steps since the previous row;
-#: lambda and lr are the values of the row's last step; source_acc and target_acc are filled at evaluations.
+#: lambda and lr are the values of the row's last step (lambda only in dann mode, the only one with a GRL);
+#: source_acc and target_acc are filled at evaluations. Empty cells mean "not applicable / not measured".
 METRIC_COLUMNS = ("step", "mode", "label_loss", "domain_loss", "domain_acc", "lambda", "lr", "source_acc",
                   "target_acc")
 
@@ -297,7 +298,7 @@ class Trainer:
             "step": self.step, "mode": self.mode, "label_loss": float(mean[0]),
             "domain_loss": float(mean[1]) if has_domain else None,
             "domain_acc": float(mean[2]) if has_domain else None,
-            "lambda": lambd, "lr": lr,
+            "lambda": lambd if has_domain else None, "lr": lr,  # no GRL outside dann mode
             "source_acc": None if evaluated is None else evaluated["source_acc"],
             "target_acc": None if evaluated is None else evaluated["target_acc"],
         }
@@ -310,7 +311,9 @@ class Trainer:
         post = {"L_y": f"{row['label_loss']:.3f}"}
         if row["domain_loss"] is not None:
             post.update(L_d=f"{row['domain_loss']:.3f}", d_acc=f"{row['domain_acc']:.2f}")
-        post.update(lambd=f"{row['lambda']:.3f}", lr=f"{row['lr']:.5f}")
+        if row["lambda"] is not None:
+            post["lambd"] = f"{row['lambda']:.3f}"
+        post["lr"] = f"{row['lr']:.5f}"
         return post
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -376,6 +379,11 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         self._update_clock()
+        if self._interrupted:  # Ctrl-C during the last step: the final checkpoint is saved, but stop the run
+            path = None if self.checkpoint_path is None else self.last_checkpoint[0]
+            where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path was set"
+            raise TrainingInterrupted(f"interrupted at the end of mode {self.mode!r} (step {self.step}); {where}",
+                                      self.mode, self.step, path)
         return row
 
     def _check_window(self) -> None:

@@ -308,6 +308,13 @@ def test_interrupt_then_resume_ends_with_identical_weights(tmp_path, mode):
     assert [r["step"] for r in rows] == [4, 8, 12]
 
 
+def test_ctrl_c_in_the_last_step_still_stops_the_run(tmp_path):
+    t = _trainer(tmp_path, "source", steps=6, interrupt_at_step=6)
+    with pytest.raises(TrainingInterrupted) as info:
+        t.run()
+    assert info.value.step == 6 and load_checkpoint(info.value.checkpoint).meta["step"] == 6
+
+
 def test_checkpoint_contents_and_atomic_write(tmp_path):
     t = _trainer(tmp_path)
     t.run()
@@ -377,3 +384,45 @@ def test_metric_rows_have_the_documented_columns(tmp_path):
     assert rows[0]["source_acc"] is None and rows[1]["target_acc"] == 0.25 and rows[2]["source_acc"] == 0.5
     assert rows[-1]["lambda"] == pytest.approx(lambda_schedule(7 / 8))
     assert t.last_eval["domain_acc"] == 0.5 and t.eval_seconds >= 0 and t.train_seconds > 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GPU (skipped without CuPy and a CUDA device)
+
+
+@pytest.mark.gpu
+def test_gpu_step_matches_cpu_and_keeps_stats_on_the_device(tmp_path):
+    from minidann.backend import is_cupy_array, to_device
+
+    x, y = _batch(16)
+    models = {d: build_model(np.random.default_rng(0), d) for d in ("cpu", "gpu")}
+    for device, model in models.items():
+        opt = build_optimizer(model)
+        for _ in range(3):
+            stats = train_step(model, opt, to_device(x, device), y[:8], "dann", 0.5, 0.01)
+        if device == "gpu":
+            assert all(is_cupy_array(v) for v in (stats.label_loss, stats.domain_loss, stats.domain_acc))
+    cpu, gpu = models["cpu"].state_dict(), models["gpu"].state_dict()
+    for k in cpu:
+        np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.gpu
+def test_gpu_trainer_resume_and_nan_guard(tmp_path):
+    def gpu_trainer(path, **kw):
+        rng = np.random.default_rng(0)
+        model = build_model(rng, "gpu")
+        return Trainer(model, build_optimizer(model), _tiny_data(), "dann", 12, 8, rng, progress=False,
+                       log_every=4, checkpoint_path=path, **kw)
+
+    full = gpu_trainer(tmp_path / "full.npz")
+    full.run()
+    cut = gpu_trainer(tmp_path / "cut.npz", interrupt_at_step=6)
+    with pytest.raises(TrainingInterrupted):
+        cut.run()
+    resumed = gpu_trainer(tmp_path / "cut.npz")
+    resumed.restore(load_checkpoint(tmp_path / "cut.npz"))
+    resumed.run()
+    _assert_same_state(_weights_and_momentum(full), _weights_and_momentum(resumed))
+    with pytest.raises(TrainingDiverged, match="at step 3 of 12"):
+        gpu_trainer(None, nan_at_step=3).run()

@@ -143,8 +143,9 @@ def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data
     assert load_checkpoint(ckpt).meta["step"] == 6
     assert not (cut / "results.json").exists()
 
-    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress"], capsys)
+    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--steps", "99"], capsys)
     assert code == 0, stdout
+    assert "ignoring --steps" in stdout  # a resumed run keeps its saved configuration
     assert f"source: finished from {cut / 'checkpoints' / 'source.npz'}" in stdout
     assert f"dann: resuming from {ckpt} at step 6" in stdout
     for mode in ("source", "dann"):
