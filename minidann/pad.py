@@ -104,8 +104,9 @@ def proxy_a_distance_details(features_source: np.ndarray, features_target: np.nd
     Raises:
         ValueError: on arrays that are not 2-D, with different D, or with fewer than 8 rows per domain.
     """
-    Xs = np.asarray(features_source, dtype=np.float64)
-    Xt = np.asarray(features_target, dtype=np.float64)
+    # Kept in their own dtype until subsampled: one float64 copy of the pooled rows instead of several.
+    Xs = np.asarray(features_source)
+    Xt = np.asarray(features_target)
     if Xs.ndim != 2 or Xt.ndim != 2 or Xs.shape[1] != Xt.shape[1]:
         raise ValueError(f"proxy_a_distance: expected (N_s, D) and (N_t, D) arrays, got {Xs.shape} and {Xt.shape}")
     if min(len(Xs), len(Xt)) < 8:
@@ -117,12 +118,12 @@ def proxy_a_distance_details(features_source: np.ndarray, features_target: np.nd
     rng = np.random.default_rng(seed)
     # Equal counts, so that a classifier that guesses has error 0.5 and d_A = 0 means "indistinguishable".
     n = min(len(Xs), len(Xt))
-    Xs = Xs[rng.permutation(len(Xs))[:n]]
-    Xt = Xt[rng.permutation(len(Xt))[:n]]
-    X = np.concatenate([Xs, Xt])
+    rows_s = rng.permutation(len(Xs))[:n]
+    rows_t = rng.permutation(len(Xt))[:n]
     d = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)])
     order = rng.permutation(2 * n)
-    X, d = X[order], d[order]
+    X = np.concatenate([Xs[rows_s], Xt[rows_t]])[order].astype(np.float64)
+    d = d[order]
 
     half = n  # 2n rows: the first half trains, the second half measures eps
     X_train, d_train, X_test, d_test = X[:half], d[:half], X[half:], d[half:]
