@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .data._common import save_npz_atomic
 from .layers import Module
 from .optim import SGD
 
@@ -91,18 +91,8 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | Non
         meta["rng_state"] = rng.bit_generator.state
     arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")  # same folder: os.replace stays atomic
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    # temp file in the same folder, fsync, os.replace: readers see the old checkpoint or the whole new one
+    return save_npz_atomic(path, arrays)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
