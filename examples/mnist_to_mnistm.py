@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {pair.description}")
     print(f"      {pair.reason}")
     print(f"      train {len(train.source_labels):,} + {len(train.target_labels):,}, test "
-          f"{len(test.source_labels):,} + {len(test.target_labels):,}; pixel mean {np.round(train.mean, 2).tolist()}",
+          f"{len(test.source_labels):,} + {len(test.target_labels):,}; "
+          f"pixel mean {[round(float(m), 2) for m in train.mean]}",
           flush=True)
     data_info = {"source": pair.source, "backgrounds": pair.backgrounds, "description": pair.description,
                  "reason": pair.reason, "train": len(train.source_labels), "test": len(test.source_labels),
