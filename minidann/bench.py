@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -259,8 +260,6 @@ def profile_step(device: str, batch: int, steps: int) -> list[dict]:
 
 def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
     """Run in a fresh process: build one implementation's step, run it, print peak RSS in MB (exit 3: no torch)."""
-    import sys
-
     step, model = minidann_step(device, batch)
     if impl == "torch":
         step = torch_step(device, batch, model)
@@ -277,7 +276,6 @@ def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
 def peak_rss_mb(impl: str, device: str, batch: int, steps: int) -> float | None:
     """Peak resident memory (MB) of a fresh process running ``impl``'s step ``steps`` times; None if it failed."""
     import subprocess
-    import sys
 
     code = f"from minidann.bench import _rss_child; _rss_child({impl!r}, {device!r}, {batch}, {steps})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -299,7 +297,7 @@ def main(argv=None) -> int:
     try:
         device, _ = resolve_device(args.device)
     except GPUUnavailableError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.ops:
         for row in op_benchmarks(device, args.batch_size, args.repeats):

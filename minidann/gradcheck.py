@@ -10,6 +10,7 @@ Run ``python -m minidann.gradcheck [--device cpu|gpu]`` for a table of every op 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device, _ = resolve_device(args.device)
     except GPUUnavailableError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
     rows = []  # (op, shapes, max relative error, result)
