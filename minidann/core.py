@@ -155,7 +155,9 @@ class Tensor:
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float (on a GPU this waits for the result)."""
-        return float(self.data.reshape(-1)[0]) if self.size == 1 else float(self.data)
+        if self.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return float(self.data.reshape(-1)[0])
 
 
 class Parameter(Tensor):
@@ -191,7 +193,6 @@ class Function:
         get_array_module(*(x.data for x in inputs))  # raises TypeError if NumPy and CuPy are mixed
         self.needs_grad = tuple(x.requires_grad for x in inputs)
         record = _grad_enabled and any(self.needs_grad)
-        self.recording = record
         y = Tensor(self.forward(*(x.data for x in inputs)))
         if record:
             self.inputs = inputs

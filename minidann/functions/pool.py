@@ -30,7 +30,6 @@ class MaxPool2d(Function):
         OH, OW = conv_output_size(H, KH, SH, 0), conv_output_size(W, KW, SW, 0)
         if OH < 1 or OW < 1:
             raise ValueError(f"max_pool2d: a {KH}x{KW} window does not fit input {H}x{W}")
-        self.x_shape = x.shape
         self.x = x  # kept (already alive as the previous op's output) so backward can match its memory layout
         self.tiled = (KH, KW) == (SH, SW)
         if self.tiled:
@@ -67,7 +66,7 @@ class MaxPool2d(Function):
     def backward(self, gy):
         # gx[window winner] = gy; every other input of the window gets 0
         xp = get_array_module(gy)
-        N, C, H, W = self.x_shape
+        N, C, H, W = self.x.shape
         OH, OW = gy.shape[2:]
         if self.tiled:
             # The KH*KW strided views write every element of gx once, except the rows and columns that no window
