@@ -100,3 +100,24 @@ def test_input_gradient_is_skipped_when_not_required():
     W = Tensor(rng.standard_normal((1, 1, 3, 3)), requires_grad=True)
     F.sum(F.conv2d(x, W)).backward()
     assert x.grad is None and W.grad is not None
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7, 4, 3, 0), (2, 3, 8, 6, 5, 5, 2), (1, 2, 6, 9, 3, 3, 1),
+                                   (2, 4, 5, 5, 3, 1, 0), (1, 2, 6, 6, 2, 5, 4), (1, 2, 4, 5, 2, 3, 3)], ids=str)
+def test_input_gradient_routes_agree(shape):
+    # Stride 1 computes gx as a convolution of gy with the flipped kernel; any stride can use col2im. Both are
+    # the same linear map of gy: compare them on a random gy (float64, so they agree to rounding).
+    from minidann.functions.conv import Conv2d
+
+    N, C, H, W, OC, K, p = shape
+    rng = np.random.default_rng(2)
+    f = Conv2d(1, p)
+    y = f.forward(rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, C, K, K)))
+    gy = rng.standard_normal(y.shape)
+    routes = [f._input_grad_col2im(gy.transpose(0, 2, 3, 1).reshape(-1, OC), *y.shape[2:])]
+    if p < K:  # the flipped route pads gy by K - 1 - p, so it needs p < K
+        routes.append(f._input_grad_flipped(gy.transpose(0, 2, 3, 1)))
+        np.testing.assert_allclose(routes[1], routes[0], rtol=1e-12, atol=1e-12)
+    # and both are the vector-Jacobian product: <gy, conv(x')> == <x', gx> for any x' (conv is linear in x)
+    x2 = rng.standard_normal((N, C, H, W))
+    assert np.vdot(gy, f.forward(x2, f.W)) == pytest.approx(np.vdot(x2, routes[-1]), rel=1e-10)

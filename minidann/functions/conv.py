@@ -47,24 +47,27 @@ def conv_output_size(size: int, k: int, s: int, p: int) -> int:
 
 def pad_channels_last(x, PH: int, PW: int):
     """(N, C, H, W) -> zero-padded channels-last copy (N, H + 2 PH, W + 2 PW, C)."""
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    x_pad = xp.zeros((N, H + 2 * PH, W + 2 * PW, C), dtype=x.dtype)
-    x_pad[:, PH : PH + H, PW : PW + W, :] = x.transpose(0, 2, 3, 1)
-    return x_pad
+    return _zero_pad_hw(x.transpose(0, 2, 3, 1), PH, PW)
+
+
+def _zero_pad_hw(a, PH: int, PW: int):
+    """Channels-last (N, H, W, C) -> a zero-padded copy (N, H + 2 PH, W + 2 PW, C)."""
+    xp = get_array_module(a)
+    N, H, W, C = a.shape
+    a_pad = xp.zeros((N, H + 2 * PH, W + 2 * PW, C), dtype=a.dtype)
+    a_pad[:, PH : PH + H, PW : PW + W, :] = a
+    return a_pad
 
 
 def _unfold_into(col, x_pad, SH: int, SW: int) -> None:
     """Fill col (N, OH, OW, KH, KW, C) with col[n, oh, ow, kh, kw, c] = x_pad[n, SH*oh + kh, SW*ow + kw, c]."""
     xp = get_array_module(x_pad)
-    N, OH, OW, KH, KW, C = col.shape
     sN, sH, sW, sC = x_pad.strides
-    for kh in range(KH):
-        # A view of all windows' kernel row kh: window[n, oh, ow, kw, c] = x_pad[n, SH*oh + kh, SW*ow + kw, c].
-        # Its (kw, c) entries are one contiguous run of KW*C floats when SW == 1.
-        window = xp.lib.stride_tricks.as_strided(
-            x_pad[:, kh:], shape=(N, OH, OW, KW, C), strides=(sN, SH * sH, SW * sW, sW, sC))
-        col[:, :, :, kh] = window
+    # A strided view of all the windows at once: stepping oh moves SH rows of x_pad, stepping kh moves one row,
+    # so window[n, oh, ow, kh, kw, c] sits at x_pad[n, SH*oh + kh, SW*ow + kw, c]. Nothing is copied until the
+    # assignment; with SW == 1 each (kw, c) run is KW*C contiguous floats of x_pad.
+    windows = xp.lib.stride_tricks.as_strided(x_pad, shape=col.shape, strides=(sN, SH * sH, SW * sW, sH, sW, sC))
+    col[...] = windows
 
 
 def _fold_add(img, col, SH: int, SW: int) -> None:
@@ -120,7 +123,7 @@ class Conv2d(Function):
         self.PH, self.PW = _pair(pad)
 
     def forward(self, x, W, b=None):
-        xp = get_array_module(x, W)
+        get_array_module(x, W)  # refuses x and W on different devices, with a clear message
         if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
             raise ValueError(
                 f"conv2d: expected x (N, C, H, W) and W (OC, C, KH, KW) with the same C, got x {x.shape} "
@@ -136,53 +139,102 @@ class Conv2d(Function):
 
         W_mat = W.transpose(2, 3, 1, 0).reshape(KH * KW * C, OC)  # W_mat[(kh, kw, c), oc]
         x_pad = pad_channels_last(x, self.PH, self.PW)
-        y = xp.empty((N, OH, OW, OC), dtype=x.dtype)
-        for i, col in self._chunks(x_pad, OH, OW, KH, KW):
-            # y = col W_mat: one GEMM per chunk, written straight into its rows of y
-            xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y[i : i + len(col)].reshape(-1, OC))
-        if b is not None:
-            y += b
+        y = _conv_channels_last(x_pad, W_mat, b, KH, KW, self.SH, self.SW)  # (N, OH, OW, OC)
         # Backward unfolds x_pad again instead of keeping every chunk's columns: the columns of a DANN batch
         # are 25x the size of the input, and re-unfolding a chunk costs less than fetching it from memory.
-        self.x_shape, self.W, self.W_mat, self.x_pad = x.shape, W, W_mat, x_pad
+        self.x_shape, self.W, self.x_pad = x.shape, W, x_pad
         return y.transpose(0, 3, 1, 2)  # (N, OC, OH, OW), a view of the channels-last result
-
-    def _chunks(self, x_pad, OH, OW, KH, KW):
-        """Yield (i, col) with col (B, OH, OW, KH, KW, C) the columns of images i .. i+B-1 (one reused buffer)."""
-        xp = get_array_module(x_pad)
-        N, C = x_pad.shape[0], x_pad.shape[3]
-        B = min(CPU_CHUNK, N) if xp is np else N
-        buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype)
-        for i in range(0, N, B):
-            col = buf[: min(B, N - i)]
-            _unfold_into(col, x_pad[i : i + B], self.SH, self.SW)
-            yield i, col
 
     def backward(self, gy):
         xp = get_array_module(gy)
         N, C, H, Wd = self.x_shape
         OC, _, KH, KW = self.W.shape
         OH, OW = gy.shape[2:]
-        gy_mat = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(-1, OC)  # gy[(n, oh, ow), oc]
+        gy_cl = gy.transpose(0, 2, 3, 1)  # (N, OH, OW, OC); contiguous when gy came from a channels-last op
+        gy_mat = xp.ascontiguousarray(gy_cl).reshape(-1, OC)  # gy[(n, oh, ow), oc]
         need_x, need_W = self.needs_grad[0], self.needs_grad[1]
         need_b = len(self.needs_grad) == 3 and self.needs_grad[2]
-        gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype) if need_W else None
-        img = xp.zeros(self.x_pad.shape, dtype=gy.dtype) if need_x else None
-        for i, col in self._chunks(self.x_pad, OH, OW, KH, KW):
-            gy_c = gy_mat[i * OH * OW : (i + len(col)) * OH * OW]  # this chunk's rows of gy
-            if need_W:
+        gx = gW = gb = None
+        if need_W:
+            gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
+            for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
                 # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
                 # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
-                gW_matT += gy_c.T @ col.reshape(-1, KH * KW * C)
-            if need_x:
-                # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in
-                gcol = (gy_c @ self.W_mat.T).reshape(col.shape)
-                _fold_add(img[i : i + len(col)], gcol, self.SH, self.SW)
-        gx = img[:, self.PH : self.PH + H, self.PW : self.PW + Wd, :].transpose(0, 3, 1, 2) if need_x else None
-        # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
-        gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)) if need_W else None
-        gb = gy_mat.sum(axis=0) if need_b else None  # gb[oc] = sum over n, oh, ow of gy
+                gW_matT += gy_mat[i * OH * OW : (i + len(col)) * OH * OW].T @ col.reshape(-1, KH * KW * C)
+            # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
+            gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
+        if need_x:
+            if (self.SH, self.SW) == (1, 1) and self.PH < KH and self.PW < KW:
+                gx = self._input_grad_flipped(gy_cl)
+            else:
+                gx = self._input_grad_col2im(gy_mat, OH, OW)
+        if need_b:
+            gb = gy_mat.sum(axis=0)  # gb[oc] = sum over n, oh, ow of gy
         return (gx, gW) if len(self.needs_grad) == 2 else (gx, gW, gb)
+
+    def _input_grad_col2im(self, gy_mat, OH, OW):
+        """Any stride: gcol = gy W_mat^T, then col2im. gy_mat (N*OH*OW, OC) -> gx (N, C, H, W)."""
+        N, C, H, Wd = self.x_shape
+        OC, _, KH, KW = self.W.shape
+        W_mat = self.W.transpose(2, 3, 1, 0).reshape(KH * KW * C, OC)
+        # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in
+        gcol = (gy_mat @ W_mat.T).reshape(N, OH, OW, KH, KW, C)
+        return col2im(gcol, self.x_shape, self.SH, self.SW, self.PH, self.PW)
+
+    def _input_grad_flipped(self, gy_cl):
+        """Stride 1: gx is a convolution of gy with the flipped kernel. gy_cl (N, OH, OW, OC) -> gx (N, C, H, W).
+
+        From y[n, oh, ow, oc] = sum_{kh, kw, c} x_pad[n, oh + kh, ow + kw, c] W[oc, c, kh, kw]:
+
+            gx_pad[n, h, w, c] = sum_{kh, kw, oc} gy[n, h - kh, w - kw, oc] W[oc, c, kh, kw]
+                               = sum_{kh, kw, oc} gy_pad[n, h' + kh, w' + kw, oc] W[oc, c, KH-1-kh, KW-1-kw],
+
+        a stride-1 convolution of gy, zero-padded by KH-1-PH rows and KW-1-PW columns, with the kernel turned
+        by 180 degrees and its in/out channels swapped; it yields exactly the H x W unpadded pixels of x. This
+        is col2im's sum written as a gather, so it needs no scatter-add over overlapping windows.
+        """
+        N, C, H, Wd = self.x_shape
+        OC, _, KH, KW = self.W.shape
+        W_flip_mat = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * OC, C)  # [(kh, kw, oc), c]
+        gy_pad = _zero_pad_hw(gy_cl, KH - 1 - self.PH, KW - 1 - self.PW)
+        gx = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1)  # (N, H, W, C)
+        return gx.transpose(0, 3, 1, 2)
+
+
+def _chunks(x_pad, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int):
+    """Yield (i, col), col (B, OH, OW, KH, KW, C) the columns of images i .. i+B-1 of x_pad (one reused buffer)."""
+    xp = get_array_module(x_pad)
+    N, C = x_pad.shape[0], x_pad.shape[3]
+    B = min(CPU_CHUNK, N) if xp is np else N
+    buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype)
+    for i in range(0, N, B):
+        col = buf[: min(B, N - i)]
+        _unfold_into(col, x_pad[i : i + B], SH, SW)
+        yield i, col
+
+
+def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int):
+    """Channels-last convolution of an already padded input.
+
+    Args:
+        x_pad: (N, HP, WP, C) padded input.
+        W_mat: (KH*KW*C, OC), W_mat[(kh, kw, c), oc].
+        b: (OC,) or None.
+    Returns:
+        y: (N, OH, OW, OC) with y[n, oh, ow, :] = col[n, oh, ow] W_mat + b.
+    """
+    xp = get_array_module(x_pad)
+    N, HP, WP, C = x_pad.shape
+    OC = W_mat.shape[1]
+    OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
+    y = xp.empty((N, OH, OW, OC), dtype=x_pad.dtype)
+    for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW):
+        y_c = y[i : i + len(col)].reshape(-1, OC)
+        # y = col W_mat: one GEMM per chunk, written straight into its rows of y
+        xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y_c)
+        if b is not None:
+            y_c += b  # while the chunk is still in cache
+    return y
 
 
 def conv2d(x, W, b=None, stride=1, pad=0) -> Tensor:
