@@ -140,3 +140,33 @@ def synchronize(x=None) -> None:
     """Wait for queued GPU work (for timing); a no-op on the CPU."""
     if _cupy is not None and (x is None or is_cupy_array(x)):
         _cupy.cuda.get_current_stream().synchronize()
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_host_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int = 128) -> bool:
+    """Ask glibc's malloc to keep freed memory for the next step instead of handing it back to the OS.
+
+    A training step allocates and frees the same arrays every time (a DANN step: a few dozen of 0.5 to 7 MB).
+    By default glibc serves large blocks with fresh ``mmap`` calls and trims the top of its heap as soon as
+    it is free, so each step gets its memory back from the kernel page by page, zero-filled: about 3,900 page
+    faults per DANN step, a quarter of its time on the CPU. With blocks up to ``mmap_threshold_mb`` served
+    from the heap, and up to ``trim_threshold_mb`` of free heap kept, the next step reuses the same pages.
+    Peak memory does not grow (the same blocks are reused); only the return of freed memory is delayed.
+    NumPy itself tunes allocation at import in the same spirit (transparent huge pages).
+
+    ``import minidann`` calls this once. It changes nothing off Linux/glibc, and returns whether it applied.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mb << 20)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold_mb << 20))
+    except (OSError, AttributeError):  # not the glibc we expected: leave malloc as it is
+        return False

@@ -4,6 +4,7 @@ The network (JMLR Fig. 4a; tf-dann) shares one feature vector f = G_f(x) between
 
     x (N, 3, 28, 28) -> G_f: conv 5x5 3->32 pad 2, ReLU, max-pool 2x2, conv 5x5 32->48 pad 2, ReLU, max-pool 2x2,
                              flatten                                             -> f (N, 2352 = 48 * 7 * 7)
+                             (built as conv, max-pool, ReLU: the same function and gradients, see DANN)
     f[:n_src]        -> G_y: fc 100, ReLU, fc 100, ReLU, fc 10                  -> label logits  (n_src, 10)
     f                -> G_d: GRL(lambd), fc 100, ReLU, fc 2                      -> domain logits (N, 2)
 
@@ -55,6 +56,12 @@ class DANN(Module):
     ``bias_variable``), drawn on the host from ``rng`` in a fixed order (conv1, conv2, G_y, G_d), so the same
     seed gives the same model on the CPU and on the GPU.
 
+    The paper's blocks are conv, ReLU, max-pool; here the ReLU comes after the pool. That is the same function
+    with the same gradients, at a quarter of the ReLU's work: ReLU never lowers an order (a <= b gives
+    relu(a) <= relu(b)), so max(relu(a), relu(b), ...) = relu(max(a, b, ...)). Backward agrees too: where a
+    window's maximum is positive both orders route the gradient to the same first winner; where it is <= 0 the
+    ReLU's zero slope stops it in both. (``tests/test_dann.py`` checks both orders bit for bit.)
+
     Args:
         rng: the run's host generator.
 
@@ -68,8 +75,8 @@ class DANN(Module):
         super().__init__()
         init = {"rng": rng, "weight_std": INIT_STD, "bias_init": INIT_BIAS}
         self.feature_extractor = Sequential(
-            Conv2d(3, 32, 5, stride=1, pad=2, **init), ReLU(), MaxPool2d(2, 2),   # (N, 32, 14, 14)
-            Conv2d(32, 48, 5, stride=1, pad=2, **init), ReLU(), MaxPool2d(2, 2),  # (N, 48, 7, 7)
+            Conv2d(3, 32, 5, stride=1, pad=2, **init), MaxPool2d(2, 2), ReLU(),   # (N, 32, 14, 14)
+            Conv2d(32, 48, 5, stride=1, pad=2, **init), MaxPool2d(2, 2), ReLU(),  # (N, 48, 7, 7)
             Flatten(),                                                            # (N, 2352)
         )
         self.label_predictor = Sequential(

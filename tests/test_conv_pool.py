@@ -121,3 +121,19 @@ def test_input_gradient_routes_agree(shape):
     # and both are the vector-Jacobian product: <gy, conv(x')> == <x', gx> for any x' (conv is linear in x)
     x2 = rng.standard_normal((N, C, H, W))
     assert np.vdot(gy, f.forward(x2, f.W)) == pytest.approx(np.vdot(x2, routes[-1]), rel=1e-10)
+
+
+def test_max_pool_backward_same_for_any_memory_order_of_gy():
+    # x channels-last in memory (as conv2d returns it), gy once C-contiguous (as Flatten's backward hands it
+    # over) and once channels-last: pool aligns gy's layout for speed, which must not change a value.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 6, 8, 4)).transpose(0, 3, 1, 2)  # (N, C, H, W) view of (N, H, W, C)
+    gy = rng.standard_normal((3, 4, 3, 4))
+    grads = []
+    for g in (gy, np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
+        xt = Tensor(x, requires_grad=True)
+        F.max_pool2d(xt, 2, 2).backward(g)
+        grads.append(xt.grad)
+    np.testing.assert_array_equal(grads[0], grads[1])
+    # each 2x2 window's gradient sums to its gy: one winner, nothing lost
+    np.testing.assert_allclose(grads[0].reshape(3, 4, 3, 2, 4, 2).sum(axis=(3, 5)), gy, rtol=0, atol=0)

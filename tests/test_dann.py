@@ -85,6 +85,34 @@ def test_model_shapes_names_and_tf_dann_init():
             assert 0.07 < p.data.std() < 0.1, name
 
 
+def test_pool_then_relu_is_the_papers_relu_then_pool_bit_for_bit():
+    # G_f is built conv, pool, ReLU (cheaper); the paper's order is conv, ReLU, pool. Same parameters, same
+    # batch: features and every gradient must be identical. The batch has flat regions (all-zero images and
+    # a constant band), where a window's four conv outputs tie, and negative values, where ReLU stops gradients.
+    model = build_model(np.random.default_rng(0))
+    fe = model.feature_extractor
+    paper = md.Sequential(fe[0], md.ReLU(), md.MaxPool2d(2, 2), fe[3], md.ReLU(), md.MaxPool2d(2, 2), md.Flatten())
+    assert [type(m).__name__ for m in fe] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
+                                              "Flatten"]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3, 28, 28)).astype(np.float32)
+    x[:2] = 0.0
+    x[2, :, 10:20] = -0.4
+    gf = rng.standard_normal((6, FEATURE_DIM)).astype(np.float32)
+    results = []
+    for net in (fe, paper):
+        for p in model.parameters():
+            p.grad = None
+        f = net(md.Tensor(x))
+        f.backward(gf)
+        results.append((f.data, [p.grad.copy() for p in fe.parameters()]))
+    (f_ours, g_ours), (f_paper, g_paper) = results
+    np.testing.assert_array_equal(f_ours, f_paper)
+    assert (f_ours == 0).mean() > 0.2  # the ReLU did cut: the check is not vacuous
+    for a, b in zip(g_ours, g_paper, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
     a = build_model(np.random.default_rng(3)).state_dict()
     b = build_model(np.random.default_rng(3)).state_dict()
