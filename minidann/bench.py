@@ -149,6 +149,15 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
     return step
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where the platform does not count them)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> list[dict]:
     """Time the DANN step of minidann (and torch, interleaved) and return the JSON rows."""
     import tracemalloc
@@ -161,6 +170,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
             t_step()
     synchronize()
     md_times, t_times = [], []
+    faults = {"minidann": 0, "torch": 0}  # minor page faults: memory the kernel had to map (and zero) anew
     # Interleaved in blocks of BLOCK steps: both libraries keep their worker threads spinning for a while after
     # each parallel region (OpenBLAS, and PyTorch's OpenMP pool), which would slow the other library's step if
     # they alternated every step. Blocks keep both under the same machine load without that cross-talk; the
@@ -168,15 +178,19 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
     BLOCK = 5
     for start in range(0, steps, BLOCK):
         n = min(BLOCK, steps - start)
+        f0 = _minor_faults()
         for _ in range(n):
             t0 = time.perf_counter()
             md_step()
             synchronize()
             md_times.append((time.perf_counter() - t0) * 1e3)
+        f1 = _minor_faults()
         for _ in range(n if t_step else 0):
             t0 = time.perf_counter()
             t_step()
             t_times.append((time.perf_counter() - t0) * 1e3)
+        faults["minidann"] += f1 - f0
+        faults["torch"] += _minor_faults() - f1
     # Memory of minidann's arrays, traced over a few extra steps (tracing slows Python, so not while timing).
     tracemalloc.start()  # NumPy reports its array allocations to tracemalloc
     for _ in range(3):
@@ -184,7 +198,8 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     row = {"impl": "minidann", "device": device, "batch": batch, "steps": steps,
-           "ms_per_step": round(statistics.median(md_times), 2)}
+           "ms_per_step": round(statistics.median(md_times), 2),
+           "page_faults_per_step": round(faults["minidann"] / steps, 1)}
     if device == "cpu":
         row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
     else:
@@ -197,7 +212,8 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
                                   "`pip install torch==2.13.0` installs the CPU build."}))
     if t_times:
         rows.append({"impl": "torch", "device": device, "batch": batch, "steps": steps,
-                     "ms_per_step": round(statistics.median(t_times), 2)})
+                     "ms_per_step": round(statistics.median(t_times), 2),
+                     "page_faults_per_step": round(faults["torch"] / steps, 1)})
         rows.append({"ratio": round(statistics.median(md_times) / statistics.median(t_times), 3),
                      "what": "minidann / torch ms_per_step, interleaved in blocks of 5 steps in one process"})
     return rows
