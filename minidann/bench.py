@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -149,6 +150,35 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
     return step
 
 
+def blas_kernel() -> str:
+    """Which kernels NumPy's OpenBLAS runs, e.g. 'OpenBLAS SkylakeX, 2 threads' ('unknown' if it cannot tell).
+
+    OpenBLAS picks its kernels for the processor at load time unless ``OPENBLAS_CORETYPE`` forces a family; on
+    an AVX-512 machine forced to 'Haswell' (AVX2) its matrix products run at about half speed, while PyTorch
+    (MKL / oneDNN) ignores the variable. A CPU figure means little without this.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:  # not Linux
+        return "unknown"
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+            try:
+                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
+                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            corename.restype = ctypes.c_char_p
+            forced = os.environ.get("OPENBLAS_CORETYPE")
+            note = f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""
+            return f"OpenBLAS {corename().decode()}{note}, {threads()} threads"
+    return "unknown"
+
+
 def _minor_faults() -> int:
     """Minor page faults of this process so far (0 where the platform does not count them)."""
     try:
@@ -201,6 +231,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
            "ms_per_step": round(statistics.median(md_times), 2),
            "page_faults_per_step": round(faults["minidann"] / steps, 1)}
     if device == "cpu":
+        row["blas"] = blas_kernel()
         row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
     else:
         from .backend import require_gpu

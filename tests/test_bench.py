@@ -1,0 +1,86 @@
+"""The benchmark's output format and the host-memory setting it measures. No timing is asserted here:
+times on a shared machine are noise; `python -m minidann.bench` reports them, side by side."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from minidann import bench
+
+
+def run_bench(capsys, *argv):
+    assert bench.main(list(argv)) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_step_benchmark_prints_the_documented_rows(capsys):
+    rows = run_bench(capsys, "--device", "cpu", "--batch-size", "4", "--steps", "3", "--no-memory")
+    (md_row,) = [r for r in rows if r.get("impl") == "minidann"]
+    assert md_row["device"] == "cpu" and md_row["batch"] == 4 and md_row["steps"] == 3
+    assert md_row["ms_per_step"] > 0 and md_row["page_faults_per_step"] >= 0
+    assert md_row["peak_numpy_mb_during_steps"] > 0
+    assert "blas" in md_row  # which BLAS kernels NumPy runs: the figure means little without it
+
+
+def test_compare_torch_without_torch_is_skipped_with_a_message(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--compare-torch")
+    assert [r["impl"] for r in rows if "impl" in r] == ["minidann"]
+    (note,) = [r for r in rows if "note" in r]
+    assert "torch is not importable" in note["note"] and "pip install torch" in note["note"]
+    assert not any("ratio" in r for r in rows)
+
+
+def test_compare_torch_prints_both_and_the_ratio(capsys):
+    pytest.importorskip("torch")
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--compare-torch")
+    md_row, torch_row, ratio = rows
+    assert (md_row["impl"], torch_row["impl"]) == ("minidann", "torch")
+    assert ratio["ratio"] == pytest.approx(md_row["ms_per_step"] / torch_row["ms_per_step"], abs=2e-3)
+
+
+def test_gpu_bench_without_a_gpu_says_why(capsys):
+    from minidann.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is usable here")
+    assert bench.main(["--device", "gpu", "--steps", "1"]) == 2
+    assert "GPU" in capsys.readouterr().err
+
+
+FAULTS = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    if sys.argv[1] == "keep":
+        import minidann  # applies keep_freed_host_memory()
+    def step():  # a training step's pattern: several arrays of a few MB alive together, then all freed
+        arrays = [np.ones(1_000_000 + 1000 * i, np.float32) for i in range(6)]
+        del arrays
+    for _ in range(3):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        step()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and Linux fault counters")
+def test_import_keeps_freed_memory_so_steps_do_not_page_fault():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    plain, kept = faults("plain"), faults("keep")
+    # plain glibc hands the freed 24 MB back to the kernel and maps it again, zero-filled, every step: ~6,000
+    # faults of 4 KB per step; kept, the next step reuses the same pages
+    assert plain > 1000, plain
+    assert kept < 50, kept
