@@ -6,7 +6,7 @@ The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (ha
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
 ``"impl": "minidann"`` and ``ms_per_step`` (median over ``--steps`` timed steps after a warm-up) and memory;
 with ``--compare-torch`` and torch importable, the same step in PyTorch timed side by side in the same process
-(interleaved in blocks of 5 steps, so both see the same machine load), an ``"impl": "torch"`` line and a last line with
+(interleaved in blocks of 10 steps, so both see the same machine load), an ``"impl": "torch"`` line and a last line with
 ``"ratio"`` (minidann / torch). Peak memory of each implementation is measured in a fresh subprocess
 (``peak_rss_mb``: the whole process, libraries included). Compare ratios from one run, not absolute times.
 """
@@ -201,26 +201,30 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
     synchronize()
     md_times, t_times = [], []
     faults = {"minidann": 0, "torch": 0}  # minor page faults: memory the kernel had to map (and zero) anew
-    # Interleaved in blocks of BLOCK steps: both libraries keep their worker threads spinning for a while after
-    # each parallel region (OpenBLAS, and PyTorch's OpenMP pool), which would slow the other library's step if
-    # they alternated every step. Blocks keep both under the same machine load without that cross-talk; the
-    # medians ignore the first, disturbed step of each block.
-    BLOCK = 5
-    for start in range(0, steps, BLOCK):
-        n = min(BLOCK, steps - start)
+    # Interleaved in blocks of BLOCK steps. Both libraries keep worker threads spinning for a while after each
+    # parallel region (OpenBLAS ~0.1 s, PyTorch's OpenMP pool too), which slows the other library's next steps
+    # if they alternate closely. So: a pause after every block lets those threads fall asleep, and each block
+    # starts with one untimed step (caches full of the other library's data). Both then see the same machine
+    # load, block by block, without cross-talk.
+    BLOCK, PAUSE_S = 10, 0.3
+
+    def run_block(step, n, times):
+        time.sleep(PAUSE_S)
+        step()
+        synchronize()
         f0 = _minor_faults()
         for _ in range(n):
             t0 = time.perf_counter()
-            md_step()
+            step()
             synchronize()
-            md_times.append((time.perf_counter() - t0) * 1e3)
-        f1 = _minor_faults()
-        for _ in range(n if t_step else 0):
-            t0 = time.perf_counter()
-            t_step()
-            t_times.append((time.perf_counter() - t0) * 1e3)
-        faults["minidann"] += f1 - f0
-        faults["torch"] += _minor_faults() - f1
+            times.append((time.perf_counter() - t0) * 1e3)
+        return _minor_faults() - f0
+
+    for start in range(0, steps, BLOCK):
+        n = min(BLOCK, steps - start)
+        faults["minidann"] += run_block(md_step, n, md_times)
+        if t_step:
+            faults["torch"] += run_block(t_step, n, t_times)
     # Memory of minidann's arrays, traced over a few extra steps (tracing slows Python, so not while timing).
     tracemalloc.start()  # NumPy reports its array allocations to tracemalloc
     for _ in range(3):
@@ -246,7 +250,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
                      "ms_per_step": round(statistics.median(t_times), 2),
                      "page_faults_per_step": round(faults["torch"] / steps, 1)})
         rows.append({"ratio": round(statistics.median(md_times) / statistics.median(t_times), 3),
-                     "what": "minidann / torch ms_per_step, interleaved in blocks of 5 steps in one process"})
+                     "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process"})
     return rows
 
 
