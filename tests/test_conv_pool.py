@@ -137,3 +137,35 @@ def test_max_pool_backward_same_for_any_memory_order_of_gy():
     np.testing.assert_array_equal(grads[0], grads[1])
     # each 2x2 window's gradient sums to its gy: one winner, nothing lost
     np.testing.assert_allclose(grads[0].reshape(3, 4, 3, 2, 4, 2).sum(axis=(3, 5)), gy, rtol=0, atol=0)
+
+
+def test_kept_columns_and_re_unfolded_columns_give_the_same_weight_gradient():
+    # Forward keeps the columns for backward only when the unfold copies runs shorter than a cache line (conv1 of
+    # DANN: KW*C = 15 float32) and W needs a gradient; otherwise backward unfolds x_pad again. Same gW either way.
+    from minidann.core import no_grad
+    from minidann.functions.conv import Conv2d
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 3, 10, 8)).astype(np.float32)  # 9 images: chunks of 4, 4 and 1
+    W = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    f = Conv2d(1, 2)
+    f.needs_grad = (False, True)
+    y = f.forward(x, W)
+    assert f.col is not None and f.col.shape == (9, 10, 8, 5, 5, 3)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    _, gW_kept = f.backward(gy)
+    f.col = None
+    _, gW_unfolded = f.backward(gy)
+    np.testing.assert_allclose(gW_kept, gW_unfolded, rtol=1e-5, atol=1e-5)
+    # not kept: wide runs (C = 32), no gradient wanted for W, or no graph being recorded
+    for C, needs, grad in ((32, (False, True), True), (3, (True, False), True), (3, (False, True), False)):
+        g = Conv2d(1, 2)
+        g.needs_grad = needs
+        xc = rng.standard_normal((2, C, 6, 6)).astype(np.float32)
+        Wc = rng.standard_normal((4, C, 5, 5)).astype(np.float32)
+        if grad:
+            g.forward(xc, Wc)
+        else:
+            with no_grad():
+                g.forward(xc, Wc)
+        assert g.col is None, (C, needs, grad)

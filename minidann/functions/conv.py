@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..core import Function, Tensor
+from ..core import Function, Tensor, is_grad_enabled
 
 # On the CPU the batch is processed a few images at a time: the columns just written by im2col are then still
 # in cache when the matrix product reads them, which halves the time of a DANN-sized conv. A GPU gets the
@@ -139,10 +139,12 @@ class Conv2d(Function):
 
         W_mat = W.transpose(2, 3, 1, 0).reshape(KH * KW * C, OC)  # W_mat[(kh, kw, c), oc]
         x_pad = pad_channels_last(x, self.PH, self.PW)
-        y = _conv_channels_last(x_pad, W_mat, b, KH, KW, self.SH, self.SW)  # (N, OH, OW, OC)
-        # Backward unfolds x_pad again instead of keeping every chunk's columns: the columns of a DANN batch
-        # are 25x the size of the input, and re-unfolding a chunk costs less than fetching it from memory.
-        self.x_shape, self.W, self.x_pad = x.shape, W, x_pad
+        # Backward needs the columns again for gW. Re-unfolding them from x_pad usually costs less than keeping
+        # them (25x the size of the input) and fetching them back from memory, except when the unfold copies runs
+        # of KW*C values shorter than a 64-byte cache line (conv1 of DANN: 5 * 3 floats), which is slow per byte.
+        keep = KW * C * x.itemsize < 64 and is_grad_enabled() and self.needs_grad[1:2] == (True,)
+        y, col = _conv_channels_last(x_pad, W_mat, b, KH, KW, self.SH, self.SW, keep_columns=keep)
+        self.x_shape, self.W, self.x_pad, self.col = x.shape, W, x_pad, col
         return y.transpose(0, 3, 1, 2)  # (N, OC, OH, OW), a view of the channels-last result
 
     def backward(self, gy):
@@ -156,11 +158,14 @@ class Conv2d(Function):
         need_b = len(self.needs_grad) == 3 and self.needs_grad[2]
         gx = gW = gb = None
         if need_W:
-            gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
-            for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
-                # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
-                # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
-                gW_matT += gy_mat[i * OH * OW : (i + len(col)) * OH * OW].T @ col.reshape(-1, KH * KW * C)
+            if self.col is not None:  # columns kept by forward: one product over the whole batch
+                gW_matT = gy_mat.T @ self.col.reshape(-1, KH * KW * C)
+            else:
+                gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
+                for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
+                    # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
+                    # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
+                    gW_matT += gy_mat[i * OH * OW : (i + len(col)) * OH * OW].T @ col.reshape(-1, KH * KW * C)
             # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
             gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
         if need_x:
@@ -197,44 +202,49 @@ class Conv2d(Function):
         OC, _, KH, KW = self.W.shape
         W_flip_mat = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * OC, C)  # [(kh, kw, oc), c]
         gy_pad = _zero_pad_hw(gy_cl, KH - 1 - self.PH, KW - 1 - self.PW)
-        gx = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1)  # (N, H, W, C)
+        gx, _ = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1)  # (N, H, W, C)
         return gx.transpose(0, 3, 1, 2)
 
 
-def _chunks(x_pad, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int):
-    """Yield (i, col), col (B, OH, OW, KH, KW, C) the columns of images i .. i+B-1 of x_pad (one reused buffer)."""
+def _chunks(x_pad, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int, out=None):
+    """Yield (i, col), col (B, OH, OW, KH, KW, C) the columns of images i .. i+B-1 of x_pad.
+
+    The chunks share one reused buffer, or are the slices out[i : i+B] of ``out`` (N, OH, OW, KH, KW, C) when given.
+    """
     xp = get_array_module(x_pad)
     N, C = x_pad.shape[0], x_pad.shape[3]
     B = min(CPU_CHUNK, N) if xp is np else N
-    buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype)
+    buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype) if out is None else None
     for i in range(0, N, B):
-        col = buf[: min(B, N - i)]
+        col = buf[: min(B, N - i)] if out is None else out[i : i + B]
         _unfold_into(col, x_pad[i : i + B], SH, SW)
         yield i, col
 
 
-def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int):
+def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, keep_columns: bool = False):
     """Channels-last convolution of an already padded input.
 
     Args:
         x_pad: (N, HP, WP, C) padded input.
         W_mat: (KH*KW*C, OC), W_mat[(kh, kw, c), oc].
         b: (OC,) or None.
+        keep_columns: also return every chunk's columns, written into one (N, OH, OW, KH, KW, C) array.
     Returns:
-        y: (N, OH, OW, OC) with y[n, oh, ow, :] = col[n, oh, ow] W_mat + b.
+        y: (N, OH, OW, OC) with y[n, oh, ow, :] = col[n, oh, ow] W_mat + b; and the columns, or None.
     """
     xp = get_array_module(x_pad)
     N, HP, WP, C = x_pad.shape
     OC = W_mat.shape[1]
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
     y = xp.empty((N, OH, OW, OC), dtype=x_pad.dtype)
-    for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW):
+    cols = xp.empty((N, OH, OW, KH, KW, C), dtype=x_pad.dtype) if keep_columns else None
+    for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW, out=cols):
         y_c = y[i : i + len(col)].reshape(-1, OC)
         # y = col W_mat: one GEMM per chunk, written straight into its rows of y
         xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y_c)
         if b is not None:
             y_c += b  # while the chunk is still in cache
-    return y
+    return y, cols
 
 
 def conv2d(x, W, b=None, stride=1, pad=0) -> Tensor:
