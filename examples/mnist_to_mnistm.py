@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import minidann
-from minidann.backend import GPUUnavailableError, resolve_device
+from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device
 from minidann.checkpoint import CheckpointError, load_checkpoint
 from minidann.dann import (
     MODES,
@@ -129,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def versions() -> dict[str, str | None]:
     """Versions of what produced the numbers (CuPy read from package metadata, so it is not imported here)."""
-    out = {"python": platform.python_version(), "minidann": minidann.__version__, "numpy": np.__version__}
+    out = {"python": platform.python_version(), "minidann": minidann.__version__, "numpy": np.__version__,
+           "blas": blas_kernel()}
     for name in ("matplotlib", "scikit-image"):
         try:
             out[name] = metadata.version(name)
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("minidann MNIST -> MNIST-M")
     print(device_note)
+    if device == "cpu":
+        print(f"  blas         {blas_kernel()} (see docs/performance.md)")
     for k in ("seed", "steps", "batch_size", "modes", "data", "data_dir", "eval_every", "limit_train", "limit_test",
               "out"):
         print(f"  {k:<12} {cfg[k]}")

@@ -170,3 +170,34 @@ def keep_freed_host_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int =
                     and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold_mb << 20))
     except (OSError, AttributeError):  # not the glibc we expected: leave malloc as it is
         return False
+
+
+def blas_kernel() -> str:
+    """Which kernels NumPy's OpenBLAS runs, e.g. 'OpenBLAS SkylakeX, 2 threads' ('unknown' if it cannot tell).
+
+    OpenBLAS picks its kernels for the processor at load time unless ``OPENBLAS_CORETYPE`` forces a family. On an
+    AVX-512 machine forced to 'Haswell' (AVX2) its matrix products run at about half speed, while PyTorch (MKL,
+    oneDNN) ignores the variable. Some machines set it on purpose (older OpenBLAS builds crash or compute wrong
+    results on some processors), so minidann only reports it and never changes it.
+    """
+    import ctypes
+    import os
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:  # not Linux
+        return "unknown"
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+            try:
+                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
+                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            corename.restype = ctypes.c_char_p
+            forced = os.environ.get("OPENBLAS_CORETYPE")
+            note = f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""
+            return f"OpenBLAS {corename().decode()}{note}, {threads()} threads"
+    return "unknown"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 import minidann.functions as F
-from minidann.backend import GPUUnavailableError, resolve_device, synchronize, to_device
+from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device, synchronize, to_device
 from minidann.core import Tensor
 
 
@@ -148,35 +147,6 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
             torch.cuda.synchronize()
 
     return step
-
-
-def blas_kernel() -> str:
-    """Which kernels NumPy's OpenBLAS runs, e.g. 'OpenBLAS SkylakeX, 2 threads' ('unknown' if it cannot tell).
-
-    OpenBLAS picks its kernels for the processor at load time unless ``OPENBLAS_CORETYPE`` forces a family; on
-    an AVX-512 machine forced to 'Haswell' (AVX2) its matrix products run at about half speed, while PyTorch
-    (MKL / oneDNN) ignores the variable. A CPU figure means little without this.
-    """
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:  # not Linux
-        return "unknown"
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
-            try:
-                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
-                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-            except AttributeError:
-                continue
-            corename.restype = ctypes.c_char_p
-            forced = os.environ.get("OPENBLAS_CORETYPE")
-            note = f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""
-            return f"OpenBLAS {corename().decode()}{note}, {threads()} threads"
-    return "unknown"
 
 
 def _minor_faults() -> int:

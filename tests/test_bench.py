@@ -85,3 +85,15 @@ def test_import_keeps_freed_memory_so_steps_do_not_page_fault():
     # faults of 4 KB per step; kept, the next step reuses the same pages
     assert plain > 1000, plain
     assert kept < 50, kept
+
+
+def test_blas_kernel_names_the_kernels_and_a_forced_coretype(monkeypatch):
+    from minidann.backend import blas_kernel
+
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    plain = blas_kernel()
+    if plain == "unknown":
+        pytest.skip("NumPy's BLAS is not an OpenBLAS this function can query")
+    assert plain.startswith("OpenBLAS ") and plain.endswith(" threads") and "forced" not in plain
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # read at load time by OpenBLAS; here only reported
+    assert "forced by OPENBLAS_CORETYPE=Haswell" in blas_kernel()
