@@ -13,8 +13,10 @@ W_mat[(kh, kw, c), oc] = W[oc, c, kh, kw]:
     y[(n, oh, ow), oc] = sum_{(kh, kw, c)} col[(n, oh, ow), (kh, kw, c)] * W_mat[(kh, kw, c), oc] + b[oc].
 
 col2im is the adjoint (transpose) of im2col: it adds every row back onto the pixels it was copied from.
-Overlapping windows receive the sum, which is exactly what the chain rule asks for. Both loop only over the
-kernel offsets, each step a strided slice of the whole batch: no Python loop over samples or pixels.
+Overlapping windows receive the sum, which is exactly what the chain rule asks for. im2col is one copy from a
+strided view of all windows; col2im loops over the kernel offsets, each step a strided slice of the whole batch:
+no Python loop over samples or pixels. For stride 1 the input gradient skips col2im: the same sum, written as a
+gather, is a convolution of the padded gy with the flipped kernel (see Conv2d._input_grad_flipped).
 
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
