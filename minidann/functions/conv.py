@@ -183,9 +183,11 @@ class Conv2d(Function):
         """Any stride: gcol = gy W_mat^T, then col2im. gy_mat (N*OH*OW, OC) -> gx (N, C, H, W)."""
         N, C, H, Wd = self.x_shape
         OC, _, KH, KW = self.W.shape
-        W_mat = self.W.transpose(2, 3, 1, 0).reshape(KH * KW * C, OC)
-        # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in
-        gcol = (gy_mat @ W_mat.T).reshape(N, OH, OW, KH, KW, C)
+        # gcol = gy W_mat^T, then col2im: every pixel collects from each window it appeared in. The product is
+        # computed as KH*KW stacked products gy W[:, :, kh, kw] (one matmul call), so gcol lies in memory
+        # offset-major, (KH, KW, N, OH, OW, C): each of col2im's KH*KW strided adds then reads one contiguous block.
+        W_k = self.W.transpose(2, 3, 0, 1).reshape(KH * KW, OC, C)  # W_k[(kh, kw), oc, c] = W[oc, c, kh, kw]
+        gcol = (gy_mat @ W_k).reshape(KH, KW, N, OH, OW, C).transpose(2, 3, 4, 0, 1, 5)  # (N, OH, OW, KH, KW, C) view
         return col2im(gcol, self.x_shape, self.SH, self.SW, self.PH, self.PW)
 
     def _input_grad_flipped(self, gy_cl):
