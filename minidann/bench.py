@@ -1,6 +1,7 @@
 """Benchmarks: time ops and the whole DANN training step (never a test: the machine is shared and noisy).
 
     python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
+                             [--profile] [--handoff] [--no-memory]
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
@@ -224,6 +225,34 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
     return rows
 
 
+def core_handoff_probe(repeats: int = 16) -> dict:
+    """What it costs this thread to overwrite memory that the BLAS threads have just read (CPU only).
+
+    im2col hands every chunk of columns from the thread that unfolds it to the BLAS threads that multiply it, and
+    the buffer back again, about a hundred times per step. On some machines (virtual ones whose cores sit on
+    different L3 caches, at least some of the time) that handoff is several times dearer than writing memory no
+    other core holds, and minidann's step slows by about 1.6x while PyTorch's does not. The probe times the
+    same copy into a buffer that a matrix product has just read (``handoff_ms``) and into one that only this
+    thread touches (``local_ms``), alternating; a ``ratio`` near 1 means a quiet machine, 2-3 a slow spell.
+    """
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal((3136, 800), dtype=np.float32)  # 10 MB: the columns of 16 images of DANN's conv2
+    W = rng.standard_normal((800, 48), dtype=np.float32)
+    handed, local = np.empty_like(src), np.empty_like(src)
+    handed[...] = src
+    times = {"handoff": [], "local": []}
+    for _ in range(repeats + 2):
+        for name, buf, product_reads in (("handoff", handed, handed), ("local", local, src)):
+            product_reads @ W  # the BLAS threads read `handed` in one case, an unrelated array in the other
+            t0 = time.perf_counter()
+            buf[...] = src
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    handoff, local_ms = (statistics.median(times[k][2:]) for k in ("handoff", "local"))
+    return {"probe": "core_handoff", "handoff_ms": round(handoff, 3), "local_ms": round(local_ms, 3),
+            "ratio": round(handoff / local_ms, 2),
+            "what": "copy 10 MB into a buffer the BLAS threads just read / into one only this thread touches"}
+
+
 def profile_step(device: str, batch: int, steps: int) -> list[dict]:
     """Where the time of a DANN step goes: time spent in each Function's forward and backward.
 
@@ -314,6 +343,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--profile", action="store_true", help="also print the time per op of a DANN step")
+    parser.add_argument("--handoff", action="store_true",
+                        help="also probe what handing memory between CPU cores costs (explains slow spells)")
     args = parser.parse_args(argv)
     try:
         device, _ = resolve_device(args.device)
@@ -323,6 +354,8 @@ def main(argv=None) -> int:
     if args.ops:
         for row in op_benchmarks(device, args.batch_size, args.repeats):
             print(json.dumps(row))
+    if args.handoff and device == "cpu":
+        print(json.dumps(core_handoff_probe()))
     rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch)
     if not args.no_memory:
         rows[0]["peak_rss_mb"] = peak_rss_mb("minidann", device, args.batch_size, args.steps)

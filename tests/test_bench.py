@@ -25,6 +25,14 @@ def test_step_benchmark_prints_the_documented_rows(capsys):
     assert "blas" in md_row  # which BLAS kernels NumPy runs: the figure means little without it
 
 
+def test_handoff_probe_prints_both_copies_and_their_ratio(capsys):
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--handoff")
+    (probe,) = [r for r in rows if r.get("probe") == "core_handoff"]
+    assert probe["handoff_ms"] > 0 and probe["local_ms"] > 0
+    assert probe["ratio"] == pytest.approx(probe["handoff_ms"] / probe["local_ms"], rel=0.02, abs=0.01)
+    assert [r["impl"] for r in rows if "impl" in r] == ["minidann"]  # the step is still timed after the probe
+
+
 def test_compare_torch_without_torch_is_skipped_with_a_message(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--compare-torch")
