@@ -86,3 +86,28 @@ def test_mnist_sized_features_take_seconds():
     d = proxy_a_distance(Xs, Xt)
     assert time.perf_counter() - start < 30.0  # about 2 s on two cores; generous for a shared CI machine
     assert 0.5 < d < 1.8
+
+
+@pytest.mark.parametrize("n, d", [(60, 8), (8, 60)])  # the primal (D <= N) and the dual (D > N) form
+def test_every_ridge_strength_solves_its_own_system(n, d):
+    # The Gram matrix is reused across strengths, its diagonal rewritten each time: every column must still be
+    # the exact ridge solution for its own strength, argmin ||X w - y||^2 + a ||w||^2 = (X^T X + a I)^-1 X^T y.
+    from minidann.pad import _ridge_weights
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    alphas = (1e-2, 1.0, 100.0)
+    W = _ridge_weights(X, y, alphas)
+    unit = np.trace(X.T @ X if d <= n else X @ X.T) / min(n, d)
+    for k, a in enumerate(alphas):
+        expected = np.linalg.solve(X.T @ X + a * unit * np.eye(d), X.T @ y)
+        np.testing.assert_allclose(W[:, k], expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaves_the_callers_features_untouched(dtype):
+    X, Y = _features(0, n=200).astype(dtype), (_features(1, n=200) + 0.5).astype(dtype)
+    X0, Y0 = X.copy(), Y.copy()
+    proxy_a_distance(X, Y)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(Y, Y0)
