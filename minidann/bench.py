@@ -207,6 +207,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
            "page_faults_per_step": round(faults["minidann"] / steps, 1)}
     if device == "cpu":
         row["blas"] = blas_kernel()
+        row["cpu"] = cpu_summary()
         row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
     else:
         from .backend import require_gpu
@@ -223,6 +224,33 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
         rows.append({"ratio": round(statistics.median(md_times) / statistics.median(t_times), 3),
                      "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process"})
     return rows
+
+
+def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor a CPU figure was measured on, e.g. 'AMD EPYC, 2 cores, AVX2'.
+
+    Ratios to PyTorch depend on it: both libraries pick their matrix-product kernels by the widest vector
+    instructions the processor has (AVX-512, AVX2, ...), so a figure means little without it.
+    """
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo) as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:  # not Linux: the model from platform, no instruction set
+        pass
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                                         ("asimd", "NEON"), ("sse2", "SSE2")) if flag in flags), None)
+    return ", ".join(part for part in (model, f"{os.cpu_count()} cores", simd) if part)
 
 
 def core_handoff_probe(repeats: int = 16) -> dict:

@@ -2,6 +2,7 @@
 times on a shared machine are noise; `python -m minidann.bench` reports them, side by side."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,18 @@ def test_step_benchmark_prints_the_documented_rows(capsys):
     assert md_row["ms_per_step"] > 0 and md_row["page_faults_per_step"] >= 0
     assert md_row["peak_numpy_mb_during_steps"] > 0
     assert "blas" in md_row  # which BLAS kernels NumPy runs: the figure means little without it
+    assert md_row["cpu"] == bench.cpu_summary()  # and on which processor
+
+
+@pytest.mark.parametrize("flags, simd", [("fpu sse2 avx avx2 fma", "AVX2"),
+                                         ("sse2 avx2 avx512f avx512bw", "AVX-512"), ("fpu", None)])
+def test_cpu_summary_names_model_cores_and_widest_vector_unit(tmp_path, flags, simd):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n\n"
+                    f"processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
+    summary = bench.cpu_summary(str(info))
+    assert summary.startswith("Test CPU 9000, ") and f"{os.cpu_count()} cores" in summary
+    assert summary.endswith(f", {simd}") if simd else summary.endswith(" cores")
 
 
 def test_handoff_probe_prints_both_copies_and_their_ratio(capsys):
