@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train; 'gpu' fails with the reason if CuPy or a GPU is missing, 'auto' falls back "
                         "to the CPU and says so")
+    p.add_argument("--threads", type=int, choices=[1, 2], default=1,
+                   help="CPU only: 2 runs each half of every batch on its own core and averages the gradients "
+                        "(data parallelism; the same gradient up to float rounding, faster on most 2-core machines; "
+                        "see docs/performance.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
                    "starts from the same weights)")
     p.add_argument("--steps", type=int, default=8600, help="SGD steps per mode (tf-dann)")
@@ -124,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("eval_every", "limit_train", "limit_test"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.threads == 2 and args.batch_size % (4 if "dann" in args.modes else 2):
+        p.error("--threads 2 splits every batch into two equal halves (in dann mode, half of the source and half "
+                "of the target images each): use a --batch-size divisible by 4 (by 2 without dann), or --threads 1")
     return args
 
 
@@ -240,6 +247,7 @@ def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainD
         eval_every=cfg["eval_every"], evaluate=evaluate_test, checkpoint_path=out / "checkpoints" / f"{mode}.npz",
         checkpoint_every=CHECKPOINT_EVERY, meta={"config": cfg}, on_row=on_row, progress=progress,
         nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode),
+        threads=cfg["threads"],
     )
     ckpt_path = None if resume_dir is None else resume_dir / f"{mode}.npz"
     if ckpt_path is not None and ckpt_path.is_file():
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else resume_dir.parent
         defaults = vars(parse_args([]))
         ignored = [f"--{f.replace('_', '-')}" for f in ("seed", "steps", "batch_size", "modes", "data", "data_dir",
-                                                        "eval_every", "limit_train", "limit_test")
+                                                        "eval_every", "limit_train", "limit_test", "threads")
                    if getattr(args, f) != defaults[f] and getattr(args, f) != cfg.get(f)]
         if ignored:
             print(f"note: --resume keeps the checkpoint's configuration; ignoring {', '.join(ignored)}")
@@ -342,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
             "data": args.data, "data_used": None, "data_dir": args.data_dir, "verify": not args.no_verify,
             "eval_every": args.eval_every, "limit_train": args.limit_train, "limit_test": args.limit_test,
-            "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
+            "threads": args.threads, "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
             "optimizer": "SGD, momentum 0.9, lr mu_p = 0.01 / (1 + 10 p)^0.75",
             "lambda": "lambda_p = 2 / (1 + exp(-10 p)) - 1, p = step / steps",
             "init": "truncated normal std 0.1 weights, bias 0.1 (tf-dann)",
@@ -350,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
                              "pixel mean of MNIST-train + MNIST-M-train; divided by 255",
         }
     cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
+    cfg.setdefault("threads", 1)  # checkpoints written before --threads existed ran on one thread
+    if cfg["threads"] == 2 and device != "cpu":
+        print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1",
+              file=sys.stderr)
+        return EXIT_USAGE
     out.mkdir(parents=True, exist_ok=True)
 
     print("minidann MNIST -> MNIST-M")
@@ -357,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         print(f"  blas         {blas_kernel()} (see docs/performance.md)")
     for k in ("seed", "steps", "batch_size", "modes", "data", "data_dir", "eval_every", "limit_train", "limit_test",
-              "out"):
+              "threads", "out"):
         print(f"  {k:<12} {cfg[k]}")
     try:
         pair, train, test = load_data(cfg)

@@ -6,6 +6,8 @@ Every op in minidann calls :func:`get_array_module` on its inputs and uses the m
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _cupy = None  # the cupy module once imported
@@ -172,6 +174,33 @@ def keep_freed_host_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int =
         return False
 
 
+@functools.lru_cache(maxsize=1)  # looked up once: set_blas_threads runs twice per data-parallel step
+def _openblas():
+    """(library, get_corename, get_num_threads, set_num_threads) of the OpenBLAS NumPy loaded, or None.
+
+    Found through the process's memory map (Linux only); NumPy's wheels name its functions
+    ``scipy_openblas_*64_``, other builds ``openblas_*``.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:  # not Linux
+        return None
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+            try:
+                names = ("get_corename", "get_num_threads", "set_num_threads")
+                funcs = [getattr(lib, f"{prefix}_{name}{suffix}") for name in names]
+            except AttributeError:
+                continue
+            funcs[0].restype = ctypes.c_char_p
+            return (lib, *funcs)
+    return None
+
+
 def blas_kernel() -> str:
     """Which kernels NumPy's OpenBLAS runs, e.g. 'OpenBLAS SkylakeX, 2 threads' ('unknown' if it cannot tell).
 
@@ -180,24 +209,27 @@ def blas_kernel() -> str:
     oneDNN) ignores the variable. Some machines set it on purpose (older OpenBLAS builds crash or compute wrong
     results on some processors), so minidann only reports it and never changes it.
     """
-    import ctypes
     import os
 
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:  # not Linux
+    found = _openblas()
+    if found is None:
         return "unknown"
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
-            try:
-                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
-                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-            except AttributeError:
-                continue
-            corename.restype = ctypes.c_char_p
-            forced = os.environ.get("OPENBLAS_CORETYPE")
-            note = f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""
-            return f"OpenBLAS {corename().decode()}{note}, {threads()} threads"
-    return "unknown"
+    _, corename, threads, _ = found
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    note = f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""
+    return f"OpenBLAS {corename().decode()}{note}, {threads()} threads"
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Let NumPy's OpenBLAS use ``n`` threads from now on; return how many it used before (None: not OpenBLAS).
+
+    :mod:`minidann.parallel` runs two halves of a batch on two Python threads and sets BLAS to one thread
+    meanwhile, so that two cores are not shared by four BLAS threads.
+    """
+    found = _openblas()
+    if found is None:
+        return None
+    _, _, get_threads, set_threads = found
+    before = int(get_threads())
+    set_threads(int(n))
+    return before

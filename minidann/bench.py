@@ -82,8 +82,8 @@ def _synthetic_batch(batch: int, seed: int):
     return x, y_src
 
 
-def minidann_step(device: str, batch: int, seed: int = 0):
-    """Return (step function, model) for one DANN training step of minidann on ``device``."""
+def minidann_step(device: str, batch: int, seed: int = 0, threads: int = 1):
+    """Return (step function, model) for one DANN training step of minidann on ``device`` (``threads``: 1 or 2)."""
     from .dann import build_model, build_optimizer, train_step
 
     model = build_model(np.random.default_rng(seed), device)
@@ -92,7 +92,7 @@ def minidann_step(device: str, batch: int, seed: int = 0):
     x = Tensor(to_device(x_host, device))
 
     def step():
-        return train_step(model, opt, x, y_src, "dann", lambd=0.5, lr=0.01)
+        return train_step(model, opt, x, y_src, "dann", lambd=0.5, lr=0.01, threads=threads)
 
     return step, model
 
@@ -159,23 +159,27 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> list[dict]:
-    """Time the DANN step of minidann (and torch, interleaved) and return the JSON rows."""
+def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, threads=(1,)) -> list[dict]:
+    """Time the DANN step of minidann for each thread count (and torch), interleaved; return the JSON rows."""
     import tracemalloc
 
-    md_step, model = minidann_step(device, batch)
+    impls = {}  # name -> (step, thread count or None for torch)
+    for n in threads:
+        md_step, model = minidann_step(device, batch, threads=n)
+        impls[f"minidann/{n}"] = (md_step, n)
     t_step = torch_step(device, batch, model) if compare_torch else None
+    if t_step:
+        impls["torch"] = (t_step, None)
     for _ in range(5):  # warm-up: allocator, BLAS threads, CuPy kernel compilation
-        md_step()
-        if t_step:
-            t_step()
+        for step, _ in impls.values():
+            step()
     synchronize()
-    md_times, t_times = [], []
-    faults = {"minidann": 0, "torch": 0}  # minor page faults: memory the kernel had to map (and zero) anew
+    times = {name: [] for name in impls}
+    faults = dict.fromkeys(impls, 0)  # minor page faults: memory the kernel had to map (and zero) anew
     # Interleaved in blocks of BLOCK steps. Both libraries keep worker threads spinning for a while after each
     # parallel region (OpenBLAS ~0.1 s, PyTorch's OpenMP pool too), which slows the other library's next steps
     # if they alternate closely. So: a pause after every block lets those threads fall asleep, and each block
-    # starts with one untimed step (caches full of the other library's data). Both then see the same machine
+    # starts with one untimed step (caches full of the other library's data). All then see the same machine
     # load, block by block, without cross-talk.
     BLOCK, PAUSE_S = 10, 0.3
 
@@ -193,36 +197,41 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool) -> 
 
     for start in range(0, steps, BLOCK):
         n = min(BLOCK, steps - start)
-        faults["minidann"] += run_block(md_step, n, md_times)
-        if t_step:
-            faults["torch"] += run_block(t_step, n, t_times)
-    # Memory of minidann's arrays, traced over a few extra steps (tracing slows Python, so not while timing).
-    tracemalloc.start()  # NumPy reports its array allocations to tracemalloc
-    for _ in range(3):
-        md_step()
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    row = {"impl": "minidann", "device": device, "batch": batch, "steps": steps,
-           "ms_per_step": round(statistics.median(md_times), 2),
-           "page_faults_per_step": round(faults["minidann"] / steps, 1)}
-    if device == "cpu":
-        row["blas"] = blas_kernel()
-        row["cpu"] = cpu_summary()
-        row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
-    else:
-        from .backend import require_gpu
+        for name, (step, _) in impls.items():
+            faults[name] += run_block(step, n, times[name])
+    rows = []
+    for name, (step, n) in impls.items():
+        if n is None:
+            continue
+        # Memory of minidann's arrays, traced over a few extra steps (tracing slows Python, so not while timing).
+        tracemalloc.start()  # NumPy reports its array allocations to tracemalloc
+        for _ in range(3):
+            step()
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        row = {"impl": "minidann", "device": device, "batch": batch, "steps": steps, "threads": n,
+               "ms_per_step": round(statistics.median(times[name]), 2),
+               "page_faults_per_step": round(faults[name] / steps, 1)}
+        if device == "cpu":
+            row["blas"] = blas_kernel()
+            row["cpu"] = cpu_summary()
+            row["peak_numpy_mb_during_steps"] = round(traced_peak / 2**20, 1)
+        else:
+            from .backend import require_gpu
 
-        row["gpu_pool_mb"] = round(require_gpu().get_default_memory_pool().total_bytes() / 2**20, 1)
-    rows = [row]
+            row["gpu_pool_mb"] = round(require_gpu().get_default_memory_pool().total_bytes() / 2**20, 1)
+        rows.append(row)
     if compare_torch and t_step is None:
         print(json.dumps({"note": "torch is not importable (or has no CUDA): comparison skipped. "
                                   "`pip install torch==2.13.0` installs the CPU build."}))
-    if t_times:
+    if t_step:
         rows.append({"impl": "torch", "device": device, "batch": batch, "steps": steps,
-                     "ms_per_step": round(statistics.median(t_times), 2),
+                     "ms_per_step": round(statistics.median(times["torch"]), 2),
                      "page_faults_per_step": round(faults["torch"] / steps, 1)})
-        rows.append({"ratio": round(statistics.median(md_times) / statistics.median(t_times), 3),
-                     "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process"})
+        for n in threads:
+            ratio = statistics.median(times[f"minidann/{n}"]) / statistics.median(times["torch"])
+            rows.append({"ratio": round(ratio, 3), "threads": n,
+                         "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process"})
     return rows
 
 
@@ -336,9 +345,9 @@ def profile_step(device: str, batch: int, steps: int) -> list[dict]:
     return rows
 
 
-def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
+def _rss_child(impl: str, device: str, batch: int, steps: int, threads: int = 1) -> None:
     """Run in a fresh process: build one implementation's step, run it, print peak RSS in MB (exit 3: no torch)."""
-    step, model = minidann_step(device, batch)
+    step, model = minidann_step(device, batch, threads=threads)
     if impl == "torch":
         step = torch_step(device, batch, model)
         del model  # torch's run should not carry minidann's arrays
@@ -351,11 +360,11 @@ def _rss_child(impl: str, device: str, batch: int, steps: int) -> None:
         print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
 
 
-def peak_rss_mb(impl: str, device: str, batch: int, steps: int) -> float | None:
+def peak_rss_mb(impl: str, device: str, batch: int, steps: int, threads: int = 1) -> float | None:
     """Peak resident memory (MB) of a fresh process running ``impl``'s step ``steps`` times; None if it failed."""
     import subprocess
 
-    code = f"from minidann.bench import _rss_child; _rss_child({impl!r}, {device!r}, {batch}, {steps})"
+    code = f"from minidann.bench import _rss_child; _rss_child({impl!r}, {device!r}, {batch}, {steps}, {threads})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return round(float(proc.stdout.split()[-1]), 1) if proc.returncode == 0 else None
 
@@ -371,6 +380,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--profile", action="store_true", help="also print the time per op of a DANN step")
+    parser.add_argument("--threads", default="1",
+                        help="minidann's threads per step: 1, 2 (data parallel, CPU only) or 1,2 (both, interleaved)")
     parser.add_argument("--handoff", action="store_true",
                         help="also probe what handing memory between CPU cores costs (explains slow spells)")
     args = parser.parse_args(argv)
@@ -384,11 +395,18 @@ def main(argv=None) -> int:
             print(json.dumps(row))
     if args.handoff and device == "cpu":
         print(json.dumps(core_handoff_probe()))
-    rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch)
+    threads = tuple(int(n) for n in args.threads.split(","))
+    if any(n not in (1, 2) for n in threads) or (device == "gpu" and threads != (1,)):
+        print("error: --threads takes 1, 2 or 1,2 (2: data parallelism over two CPU cores; not on a GPU)",
+              file=sys.stderr)
+        return 2
+    rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch, threads)
     if not args.no_memory:
-        rows[0]["peak_rss_mb"] = peak_rss_mb("minidann", device, args.batch_size, args.steps)
-        if len(rows) > 1:
-            rows[1]["peak_rss_mb"] = peak_rss_mb("torch", device, args.batch_size, args.steps)
+        for row in rows:
+            if row.get("impl") == "minidann":
+                row["peak_rss_mb"] = peak_rss_mb("minidann", device, args.batch_size, args.steps, row["threads"])
+            elif row.get("impl") == "torch":
+                row["peak_rss_mb"] = peak_rss_mb("torch", device, args.batch_size, args.steps)
     for row in rows:
         print(json.dumps(row))
     if args.profile:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functions as F
+from . import parallel
 from .backend import get_array_module, to_device, to_numpy
 from .core import Tensor, no_grad
 from .layers import Conv2d, Flatten, GradientReversal, Linear, MaxPool2d, Module, ReLU, Sequential
@@ -212,7 +213,8 @@ class StepStats:
                 (("label_loss", self.label_loss), ("domain_loss", self.domain_loss), ("domain_acc", self.domain_acc))}
 
 
-def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lambd: float, lr: float) -> StepStats:
+def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lambd: float, lr: float,
+               threads: int = 1) -> StepStats:
     """One SGD step of ``mode`` on one batch; the unit that ``python -m minidann.bench`` times.
 
     ``source`` and ``target`` minimise L_y over the whole batch. ``dann`` minimises L_y over the first
@@ -231,6 +233,9 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
         mode: "source", "dann" or "target".
         lambd: lambda_p for the GRL (used in ``dann`` mode only).
         lr: mu_p for this step.
+        threads: 1, or 2 on the CPU: each half of the batch (half of the source rows, half of the target rows)
+            runs forward and backward on its own thread and the gradients are averaged
+            (:mod:`minidann.parallel`): the same gradient up to float rounding, computed on both cores.
 
     Returns:
         StepStats with device 0-d arrays.
@@ -244,6 +249,26 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     if mode != "dann" and n_src != N:
         raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
 
+    optimizer.zero_grad()
+    if mode == "dann":
+        model.grl.lambd = float(lambd)  # (with threads=2 each replica's GRL is set too, in _forward_backward)
+    if threads == 1:
+        stats = _forward_backward(model, x, y_src, mode, lambd)
+    elif threads == 2:
+        half_a, half_b = _split_in_halves(x, y_src, mode)
+        a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd))
+        stats = StepStats(*(None if va is None else (va + vb) * 0.5 for va, vb in zip(
+            (a.label_loss, a.domain_loss, a.domain_acc), (b.label_loss, b.domain_loss, b.domain_acc), strict=True)))
+    else:
+        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+    optimizer.lr = float(lr)
+    optimizer.step()
+    return stats
+
+
+def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float) -> StepStats:
+    """The losses of :func:`train_step` on one batch, and their gradients added to the parameters' ``.grad``."""
+    N, n_src = x.shape[0], len(y_src)
     f = model.features(x)  # (N, 2352), feeds both heads: backward adds the two gradients
     domain_loss = domain_acc = None
     if mode == "dann":
@@ -260,12 +285,27 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
         domain_acc = xp.asarray(correct, dtype=xp.float32) * xp.float32(1.0 / N)
     else:
         loss = label_loss = F.softmax_cross_entropy(model.label_predictor(f), y_src)
-
-    optimizer.zero_grad()
     loss.backward()
-    optimizer.lr = float(lr)
-    optimizer.step()
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
+
+
+def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple]:
+    """Two halves of the batch, ((x_a, y_a), (x_b, y_b)), each with half of the source and half of the target rows.
+
+    Each half's mean losses then weigh its rows as the whole batch's do, so (g_a + g_b) / 2 is the whole batch's
+    gradient. Needs an even number of source rows and of target rows.
+    """
+    if get_array_module(x.data) is not np:
+        raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
+    N, n_src = x.shape[0], len(y_src)
+    n_tgt = N - n_src if mode == "dann" else 0
+    if n_src % 2 or n_tgt % 2:
+        raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
+                         f"rows and of target rows, got {n_src} and {n_tgt}; use an even batch size or threads=1")
+    hs, ht = n_src // 2, n_tgt // 2
+    rows_a = np.r_[0:hs, n_src:n_src + ht]
+    rows_b = np.r_[hs:n_src, n_src + ht:N]
+    return (Tensor(x.data[rows_a]), y_src[:hs]), (Tensor(x.data[rows_b]), y_src[hs:])
 
 
 # --------------------------------------------------------------------------------------------------------------

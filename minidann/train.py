@@ -148,6 +148,7 @@ class Trainer:
         meta: extra JSON-serialisable values for every checkpoint (the run's configuration).
         on_row: called with each metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
         progress: show a tqdm bar on stderr (it also hides itself when stderr is not a terminal).
+        threads: 1, or 2 for data parallelism over two CPU cores (see :func:`minidann.dann.train_step`).
         nan_at_step: testing aid: fill the batch of this step (1-based) with NaN, to exercise the guard.
         interrupt_at_step: testing aid: send this process SIGINT after this step, as Ctrl-C would.
     """
@@ -156,7 +157,8 @@ class Trainer:
                  rng: np.random.Generator, *, log_every: int = 50, eval_every: int = 0,
                  evaluate: Callable[[DANN], dict] | None = None, checkpoint_path: str | Path | None = None,
                  checkpoint_every: int = 0, meta: dict | None = None, on_row: Callable[[dict], None] | None = None,
-                 progress: bool = True, nan_at_step: int | None = None, interrupt_at_step: int | None = None):
+                 progress: bool = True, nan_at_step: int | None = None, interrupt_at_step: int | None = None,
+                 threads: int = 1):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if num_steps < 1 or log_every < 1:
@@ -169,6 +171,7 @@ class Trainer:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.checkpoint_every, self.meta, self.on_row = checkpoint_every, dict(meta or {}), on_row
         self.progress, self.nan_at_step, self.interrupt_at_step = progress, nan_at_step, interrupt_at_step
+        self.threads = threads
         self.device = model.device
 
         # Samplers: source rows first, then target rows (train_step relies on that order in dann mode).
@@ -350,7 +353,7 @@ class Trainer:
                 if step == self.nan_at_step:
                     x_host[:] = np.nan
                 x = to_device(x_host, self.device)  # the one host -> device copy per step
-                stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr)
+                stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr, threads=self.threads)
                 self.step = step
                 self._window.steps.append(step)
                 self._window.values.append((stats.label_loss, stats.domain_loss, stats.domain_acc))

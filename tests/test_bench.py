@@ -118,3 +118,15 @@ def test_blas_kernel_names_the_kernels_and_a_forced_coretype(monkeypatch):
     assert plain.startswith("OpenBLAS ") and plain.endswith(" threads") and "forced" not in plain
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # read at load time by OpenBLAS; here only reported
     assert "forced by OPENBLAS_CORETYPE=Haswell" in blas_kernel()
+
+
+def test_threads_one_and_two_get_a_row_each(capsys):
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--threads", "1,2")
+    md_rows = [r for r in rows if r.get("impl") == "minidann"]
+    assert [r["threads"] for r in md_rows] == [1, 2]
+    assert all(r["ms_per_step"] > 0 for r in md_rows)
+
+
+def test_threads_other_than_one_or_two_are_refused(capsys):
+    assert bench.main(["--threads", "3", "--steps", "1", "--no-memory"]) == 2
+    assert "--threads takes 1, 2 or 1,2" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_help_lists_every_flag_with_its_default(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--device", "--seed", "--steps", "--batch-size", "--modes", "--data", "--data-dir", "--no-verify",
-                 "--out", "--resume", "--no-progress", "--eval-every", "--limit-train", "--limit-test"):
+                 "--out", "--resume", "--no-progress", "--eval-every", "--limit-train", "--limit-test", "--threads"):
         assert flag in text, flag
     for default in ("(default: auto)", "(default: 8600)", "(default: 64)", "(default: source,dann)",
                     "(default: 1000)", "(default: 0)"):
@@ -180,3 +180,24 @@ def test_device_gpu_without_a_gpu_fails_cleanly(tmp_path):
     assert "error: --device gpu:" in proc.stderr and "CuPy" in proc.stderr and "--device cpu" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written before the device check
+
+
+def test_two_threads_train_the_same_model_up_to_rounding(tmp_path, data_dir, capsys):
+    """--threads 2 (data parallelism) records itself in config.json and ends near the one-thread weights."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(tiny_args(data_dir, one, steps=8), capsys)[0] == 0
+    code, out, _ = run(tiny_args(data_dir, two, "--threads", "2", steps=8), capsys)
+    assert code == 0 and "threads      2" in out
+    assert json.loads((two / "config.json").read_text())["threads"] == 2
+    assert json.loads((one / "config.json").read_text())["threads"] == 1
+    for mode in ("source", "dann"):
+        w1, w2 = _final_weights(one, mode)[0], _final_weights(two, mode)[0]
+        for k in w1:  # float32 sums in another order: equal to rounding, after 8 steps
+            np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+def test_two_threads_need_a_batch_that_halves_evenly(tmp_path, data_dir, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.parse_args(tiny_args(data_dir, tmp_path / "run", "--threads", "2", "--batch-size", "6"))
+    assert info.value.code == 2
+    assert "--batch-size divisible by 4" in capsys.readouterr().err

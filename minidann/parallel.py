@@ -1,0 +1,98 @@
+"""Data parallelism on a CPU's two cores: each half of the batch on its own thread, gradients averaged.
+
+A loss that is a mean over the rows of a batch is the mean of the losses of its two halves, and so is its
+gradient:
+
+    L = 1/N sum_i l_i = 1/2 (L_a + L_b),   L_a, L_b the means over two halves of N/2 rows each,
+    dL/dtheta = 1/2 (dL_a/dtheta + dL_b/dtheta).
+
+DANN's loss is two such means (L_y over the source rows, L_d over all rows), so a half that takes half of the
+source rows and half of the target rows gives both terms their right weight. Each half runs forward and
+backward on its own *replica* of the model: new Parameter objects that share the model's arrays (so the SGD
+update, in place, reaches every replica) but keep their own ``.grad`` (so the two threads never write to the
+same gradient). The model then gets g = (g_a + g_b) / 2, the full batch's gradient up to float rounding.
+
+Why bother on a CPU: in a one-thread step only the matrix products use both cores (OpenBLAS's threads); the
+window unfolding, pooling, ReLU and the rest run on one core, and every product's operands move from one core's
+caches to the other's. With half a batch per thread, all of the step runs on both cores and each core keeps its
+own data. NumPy releases Python's GIL inside array operations, so the two threads do run at the same time.
+BLAS is set to one thread meanwhile: otherwise four BLAS threads would share two cores.
+
+The result depends on the number of threads only through float rounding, and is the same on every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .backend import set_blas_threads
+from .layers import Module
+
+_worker: ThreadPoolExecutor | None = None  # one extra thread, started on first use and reused for every step
+_replicas: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its two replicas, kept between steps
+
+
+def replicate(model: Module) -> Module:
+    """A copy of ``model`` whose Parameters are new objects holding the *same* arrays, with no gradient.
+
+    ``deepcopy`` copies the module tree; the memo tells it that each parameter array is already "copied" as
+    itself, so no weight is duplicated.
+    """
+    memo = {}
+    for p in model.parameters():
+        memo[id(p.data)] = p.data
+        if p.grad is not None:
+            memo[id(p.grad)] = None  # not copied: the replica starts without a gradient
+    replica = copy.deepcopy(model, memo)
+    replica.zero_grad()
+    return replica
+
+
+def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, half_b: tuple):
+    """Run ``forward_backward(replica, *half)`` for both halves at once; give ``model`` the mean gradient.
+
+    Args:
+        model: the model whose parameters receive p.grad = (g_a + g_b) / 2 (None where both halves have none).
+        forward_backward: computes a mean loss on its half, calls backward, and returns what it measured.
+        half_a, half_b: the arguments after the replica, one tuple per half of the batch.
+    Returns:
+        (result_a, result_b), the two return values of ``forward_backward``.
+    """
+    global _worker
+    if _worker is None:
+        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minidann-half")
+    replica_a, replica_b = _replicas_of(model)
+    blas_threads = set_blas_threads(1)
+    try:
+        future_b = _worker.submit(forward_backward, replica_b, *half_b)  # half b on the worker thread
+        result_a = forward_backward(replica_a, *half_a)  # half a on this thread, at the same time
+        result_b = future_b.result()
+    finally:
+        if blas_threads is not None:
+            set_blas_threads(blas_threads)
+    for p, pa, pb in zip(model.parameters(), replica_a.parameters(), replica_b.parameters(), strict=True):
+        if pa.grad is None and pb.grad is None:
+            p.grad = None
+        else:
+            ga = pa.grad if pa.grad is not None else 0.0
+            gb = pb.grad if pb.grad is not None else 0.0
+            p.grad = (ga + gb) * 0.5  # a Python float keeps float32 gradients float32
+        pa.grad = pb.grad = None
+    return result_a, result_b
+
+
+def _replicas_of(model: Module) -> tuple[Module, Module]:
+    """Two replicas of ``model``, made once and reused while they still share every array with it.
+
+    (Copying the module tree costs about 0.5 ms; ``model.to(device)`` or loading a checkpoint gives the model
+    new arrays, and then the replicas are made again.)
+    """
+    params = model.parameters()
+    pair = _replicas.get(model)
+    if pair is None or not all(r.data is p.data for replica in pair
+                               for r, p in zip(replica.parameters(), params, strict=True)):
+        pair = _replicas[model] = (replicate(model), replicate(model))
+    return pair

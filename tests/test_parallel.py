@@ -1,0 +1,129 @@
+"""Data parallelism (minidann.parallel, train_step(threads=2)): two halves of the batch on two threads give the
+whole batch's step, up to float rounding, the same on every run; BLAS gets its threads back whatever happens."""
+
+import numpy as np
+import pytest
+
+from minidann.backend import blas_kernel, set_blas_threads
+from minidann.dann import build_model, build_optimizer, train_step
+from minidann.parallel import replicate
+
+
+def _batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 28, 28)).astype(np.float32) * 0.5, rng.integers(0, 10, n)
+
+
+def _model64(seed=0):
+    """The DANN model in float64, so that two ways of summing the same gradient agree to ~1e-15."""
+    model = build_model(np.random.default_rng(seed))
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    return model
+
+
+def _run(threads, mode, steps=3, n=8, dtype=np.float64):
+    model = _model64() if dtype == np.float64 else build_model(np.random.default_rng(0))
+    opt = build_optimizer(model)
+    x, y = _batch(n)
+    x = x.astype(dtype)
+    y_src = y[: n // 2] if mode == "dann" else y
+    stats = [train_step(model, opt, x, y_src, mode, 0.4, 0.01, threads=threads).to_host() for _ in range(steps)]
+    return model, opt, stats
+
+
+@pytest.mark.parametrize("mode", ["dann", "source"])
+def test_two_halves_give_the_whole_batch_step(mode):
+    one, opt1, stats1 = _run(1, mode)
+    two, opt2, stats2 = _run(2, mode)
+    for (name, p1), p2 in zip(one.named_parameters(), two.parameters(), strict=True):
+        assert p2.data.dtype == np.float64
+        np.testing.assert_allclose(p2.data, p1.data, rtol=1e-12, atol=1e-14, err_msg=name)
+    for v1, v2 in zip(opt1.velocities, opt2.velocities, strict=True):
+        if v1 is None:  # source mode: G_d gets no gradient, on one thread or two
+            assert v2 is None
+        else:
+            np.testing.assert_allclose(v2, v1, rtol=1e-12, atol=1e-14)
+    for s1, s2 in zip(stats1, stats2, strict=True):  # the losses and domain accuracy of the whole batch
+        assert s1.keys() == s2.keys()
+        for k in s1:
+            assert (s1[k] is None) == (s2[k] is None)
+            if s1[k] is not None:
+                assert s2[k] == pytest.approx(s1[k], rel=1e-12), k
+    assert two.grl.lambd == 0.4 or mode != "dann"
+
+
+def test_two_thread_runs_are_identical_and_stay_float32():
+    a, _, stats_a = _run(2, "dann", dtype=np.float32)
+    b, _, stats_b = _run(2, "dann", dtype=np.float32)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert pa.data.dtype == np.float32
+        np.testing.assert_array_equal(pa.data, pb.data)
+    assert stats_a == stats_b
+
+
+def test_blas_threads_are_restored_even_when_a_half_fails():
+    previous = set_blas_threads(2)  # a known count (one the step does not use inside), whatever ran before
+    if previous is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minidann can control")
+    try:
+        model = build_model(np.random.default_rng(0))
+        opt = build_optimizer(model)
+        x, y = _batch(8)
+        bad = y[:4].copy()
+        bad[3] = 10  # out of range for 10 classes: the second half's loss raises
+        with pytest.raises(ValueError, match="label"):
+            train_step(model, opt, x, bad, "dann", 0.5, 0.01, threads=2)
+        assert blas_kernel().endswith(", 2 threads")
+        train_step(model, opt, x, y[:4], "dann", 0.5, 0.01, threads=2)
+        assert blas_kernel().endswith(", 2 threads")
+    finally:
+        set_blas_threads(previous)
+
+
+def test_set_blas_threads_returns_the_previous_count():
+    before = set_blas_threads(1)
+    if before is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minidann can control")
+    try:
+        assert ", 1 threads" in blas_kernel()
+        assert set_blas_threads(before) == 1
+    finally:
+        set_blas_threads(before)
+    assert blas_kernel().endswith(f", {before} threads")
+
+
+def test_uneven_halves_and_bad_thread_counts_are_refused():
+    model = build_model(np.random.default_rng(0))
+    opt = build_optimizer(model)
+    x, y = _batch(6)
+    with pytest.raises(ValueError, match="even number of source rows and of target rows, got 3 and 3"):
+        train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=2)
+    with pytest.raises(ValueError, match="threads must be 1 or 2"):
+        train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=4)
+
+
+def test_replica_shares_the_weights_but_not_the_gradients():
+    model = build_model(np.random.default_rng(0))
+    x, y = _batch(4)
+    train_step(model, build_optimizer(model), x, y[:2], "dann", 0.5, 0.01)  # leaves gradients on the model
+    replica = replicate(model)
+    for p, r in zip(model.parameters(), replica.parameters(), strict=True):
+        assert r is not p and r.data is p.data and r.grad is None
+        assert p.grad is not None  # the model's own gradients are untouched
+
+
+def test_new_weights_reach_the_replicas():
+    """After load_state_dict (new arrays), a two-thread step starts from the loaded weights, not stale copies."""
+    x, y = _batch(8)
+    stepped = _model64()
+    opt = build_optimizer(stepped)
+    train_step(stepped, opt, x.astype(np.float64), y[:4], "dann", 0.5, 0.01, threads=2)  # replicas made now
+    other = _model64(seed=1)
+    stepped.load_state_dict(other.state_dict())
+    fresh_opt = build_optimizer(stepped)
+    train_step(stepped, fresh_opt, x.astype(np.float64), y[:4], "dann", 0.5, 0.01, threads=2)
+    reference = _model64(seed=1)
+    train_step(reference, build_optimizer(reference), x.astype(np.float64), y[:4], "dann", 0.5, 0.01)
+    for p, q in zip(stepped.parameters(), reference.parameters(), strict=True):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12, atol=1e-14)
