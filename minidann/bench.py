@@ -1,15 +1,17 @@
 """Benchmarks: time ops and the whole DANN training step (never a test: the machine is shared and noisy).
 
     python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
-                             [--profile] [--handoff] [--no-memory]
+                             [--threads 1|2|1,2] [--profile] [--handoff] [--no-memory]
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
 ``"impl": "minidann"`` and ``ms_per_step`` (median over ``--steps`` timed steps after a warm-up) and memory;
 with ``--compare-torch`` and torch importable, the same step in PyTorch timed side by side in the same process
 (interleaved in blocks of 10 steps, so both see the same machine load), an ``"impl": "torch"`` line and a last line with
-``"ratio"`` (minidann / torch). Peak memory of each implementation is measured in a fresh subprocess
-(``peak_rss_mb``: the whole process, libraries included). Compare ratios from one run, not absolute times.
+``"ratio"`` (minidann / torch). ``--threads 1,2`` times minidann's one-thread and data-parallel steps
+(:mod:`minidann.parallel`) in the same interleaving, with a row and a ratio each. Peak memory of each
+implementation is measured in a fresh subprocess (``peak_rss_mb``: the whole process, libraries included).
+Compare ratios from one run, not absolute times.
 """
 
 from __future__ import annotations
