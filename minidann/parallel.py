@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from .backend import set_blas_threads
 from .layers import Module
@@ -65,12 +65,17 @@ def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, hal
     if _worker is None:
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minidann-half")
     replica_a, replica_b = _replicas_of(model)
+    replica_a.zero_grad()
+    replica_b.zero_grad()
     blas_threads = set_blas_threads(1)
+    future_b = None
     try:
         future_b = _worker.submit(forward_backward, replica_b, *half_b)  # half b on the worker thread
         result_a = forward_backward(replica_a, *half_a)  # half a on this thread, at the same time
         result_b = future_b.result()
     finally:
+        if future_b is not None:
+            wait([future_b])  # if half a failed, half b must not go on running into the next step
         if blas_threads is not None:
             set_blas_threads(blas_threads)
     for p, pa, pb in zip(model.parameters(), replica_a.parameters(), replica_b.parameters(), strict=True):

@@ -127,3 +127,19 @@ def test_new_weights_reach_the_replicas():
     train_step(reference, build_optimizer(reference), x.astype(np.float64), y[:4], "dann", 0.5, 0.01)
     for p, q in zip(stepped.parameters(), reference.parameters(), strict=True):
         np.testing.assert_allclose(p.data, q.data, rtol=1e-12, atol=1e-14)
+
+
+def test_a_failed_step_leaves_nothing_behind():
+    """Half a raises while half b runs: the next step is exactly a fresh model's first step."""
+    x, y = _batch(8)
+    model = _model64()
+    opt = build_optimizer(model)
+    bad = y[:4].copy()
+    bad[0] = -1  # out of range, in half a (the calling thread)
+    with pytest.raises(ValueError, match="label"):
+        train_step(model, opt, x.astype(np.float64), bad, "dann", 0.5, 0.01, threads=2)
+    train_step(model, opt, x.astype(np.float64), y[:4], "dann", 0.5, 0.01, threads=2)
+    reference = _model64()
+    train_step(reference, build_optimizer(reference), x.astype(np.float64), y[:4], "dann", 0.5, 0.01, threads=2)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data)
