@@ -75,3 +75,13 @@ def test_same_seed_same_weights_on_cpu_and_gpu():
     cpu, gpu = net(), net().to("gpu")
     for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, to_numpy(b.data), err_msg=name)
+
+
+def test_two_threads_are_refused_on_gpu():
+    """threads=2 is data parallelism over CPU cores; on a GPU it is a clear error, not a silent slow path."""
+    from minidann.dann import build_model, build_optimizer, train_step
+
+    model = build_model(np.random.default_rng(0), "gpu")
+    x = to_device(np.zeros((4, 3, 28, 28), np.float32), "gpu")
+    with pytest.raises(ValueError, match="on a GPU use threads=1"):
+        train_step(model, build_optimizer(model), x, np.array([1, 2]), "dann", 0.5, 0.01, threads=2)
