@@ -24,6 +24,7 @@ The result depends on the number of threads only through float rounding, and is 
 from __future__ import annotations
 
 import copy
+import os
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -32,6 +33,7 @@ from .backend import set_blas_threads
 from .layers import Module
 
 _worker: ThreadPoolExecutor | None = None  # one extra thread, started on first use and reused for every step
+_worker_pid: int | None = None  # the process that started it
 _replicas: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its two replicas, kept between steps
 
 
@@ -61,9 +63,10 @@ def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, hal
     Returns:
         (result_a, result_b), the two return values of ``forward_backward``.
     """
-    global _worker
-    if _worker is None:
+    global _worker, _worker_pid
+    if _worker is None or _worker_pid != os.getpid():  # a forked child inherits the pool but not its thread
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minidann-half")
+        _worker_pid = os.getpid()
     replica_a, replica_b = _replicas_of(model)
     replica_a.zero_grad()
     replica_b.zero_grad()

@@ -1,6 +1,9 @@
 """Data parallelism (minidann.parallel, train_step(threads=2)): two halves of the batch on two threads give the
 whole batch's step, up to float rounding, the same on every run; BLAS gets its threads back whatever happens."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -143,3 +146,32 @@ def test_a_failed_step_leaves_nothing_behind():
     train_step(reference, build_optimizer(reference), x.astype(np.float64), y[:4], "dann", 0.5, 0.01, threads=2)
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_take_two_thread_steps():
+    """The worker thread does not survive fork(); the child must start its own instead of waiting forever."""
+    model = build_model(np.random.default_rng(0))
+    opt = build_optimizer(model)
+    x, y = _batch(8)
+    train_step(model, opt, x, y[:4], "dann", 0.5, 0.01, threads=2)  # the parent's worker thread exists now
+    pid = os.fork()
+    if pid == 0:  # the child: one more step, then report by exit status (never return into pytest)
+        code = 1
+        try:
+            train_step(model, opt, x, y[:4], "dann", 0.5, 0.01, threads=2)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline_s, waited = 60, 0.0
+    while waited < deadline_s:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+        waited += 0.1
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's two-thread step hung")
+    assert os.waitstatus_to_exitcode(status) == 0
