@@ -257,8 +257,10 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     elif threads == 2:
         half_a, half_b = _split_in_halves(x, y_src, mode)
         a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd))
-        stats = StepStats(*(None if va is None else (va + vb) * 0.5 for va, vb in zip(
-            (a.label_loss, a.domain_loss, a.domain_acc), (b.label_loss, b.domain_loss, b.domain_acc), strict=True)))
+        # the whole batch's statistics: each half's are means over the same shares of source and target rows
+        stats = StepStats(*(None if va is None else (va + vb) * 0.5
+                            for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
+                                           (a.domain_acc, b.domain_acc))))
     else:
         raise ValueError(f"threads must be 1 or 2, got {threads!r}")
     optimizer.lr = float(lr)
