@@ -19,6 +19,9 @@ own data. NumPy releases Python's GIL inside array operations, so the two thread
 BLAS is set to one thread meanwhile: otherwise four BLAS threads would share two cores.
 
 The result depends on the number of threads only through float rounding, and is the same on every run.
+The BLAS setting is process-wide while a step runs (other threads' products get one thread meanwhile); where
+minidann cannot reach it (a NumPy whose BLAS is not OpenBLAS, or not on Linux), two threads still give the right
+gradient, but each half's products may start two BLAS threads of their own, and the step can be slower than with one.
 """
 
 from __future__ import annotations
