@@ -129,13 +129,17 @@ def _same(a, b):
     return all(a[i].keys() == b[i].keys() and all(np.array_equal(a[i][k], b[i][k]) for k in a[i]) for i in (0, 1))
 
 
-def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data_dir, capsys):
-    """Ctrl-C in dann at step 6 of 12 (source is finished); --resume keeps source and finishes dann."""
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data_dir, capsys, threads):
+    """Ctrl-C in dann at step 6 of 12 (source is finished); --resume keeps source and finishes dann.
+
+    With --threads 2 the resumed run must also keep the thread count: one thread would sum in another order."""
     full = tmp_path / "full"
-    assert run(tiny_args(data_dir, full, steps=12), capsys)[0] == 0
+    assert run(tiny_args(data_dir, full, "--threads", threads, steps=12), capsys)[0] == 0
 
     cut = tmp_path / "cut"
-    code, _, err = run(tiny_args(data_dir, cut, "--debug-interrupt-at", "dann:6", steps=12), capsys)
+    code, _, err = run(tiny_args(data_dir, cut, "--threads", threads, "--debug-interrupt-at", "dann:6", steps=12),
+                       capsys)
     assert code == 130
     assert load_checkpoint(cut / "checkpoints" / "source.npz").meta["step"] == 12
     ckpt = cut / "checkpoints" / "dann.npz"
