@@ -392,16 +392,18 @@ def main(argv=None) -> int:
     except GPUUnavailableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # checked before anything is timed: "1", "2" or "1,2" (repeats dropped), and 2 only on the CPU
+    threads = tuple(dict.fromkeys(n.strip() for n in args.threads.split(",")))
+    if not set(threads) <= {"1", "2"} or (device == "gpu" and threads != ("1",)):
+        print(f"error: --threads {args.threads}: takes 1, 2 or 1,2 (2: data parallelism over two CPU cores; "
+              f"not on a GPU)", file=sys.stderr)
+        return 2
+    threads = tuple(int(n) for n in threads)
     if args.ops:
         for row in op_benchmarks(device, args.batch_size, args.repeats):
             print(json.dumps(row))
     if args.handoff and device == "cpu":
         print(json.dumps(core_handoff_probe()))
-    threads = tuple(int(n) for n in args.threads.split(","))
-    if any(n not in (1, 2) for n in threads) or (device == "gpu" and threads != (1,)):
-        print("error: --threads takes 1, 2 or 1,2 (2: data parallelism over two CPU cores; not on a GPU)",
-              file=sys.stderr)
-        return 2
     rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch, threads)
     if not args.no_memory:
         for row in rows:

@@ -303,7 +303,8 @@ def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tu
     n_tgt = N - n_src if mode == "dann" else 0
     if n_src % 2 or n_tgt % 2:
         raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
-                         f"rows and of target rows, got {n_src} and {n_tgt}; use an even batch size or threads=1")
+                         f"rows and of target rows, got {n_src} and {n_tgt}; use a batch size divisible by 4 in "
+                         f"dann mode (by 2 otherwise), or threads=1")
     hs, ht = n_src // 2, n_tgt // 2
     rows_a = np.r_[0:hs, n_src:n_src + ht]
     rows_b = np.r_[hs:n_src, n_src + ht:N]

@@ -165,6 +165,8 @@ class Trainer:
             raise ValueError(f"num_steps and log_every must be positive, got {num_steps} and {log_every}")
         if mode == "dann" and batch_size < 2:
             raise ValueError("dann mode needs a batch of at least 2 (one source and one target image)")
+        if threads not in (1, 2):
+            raise ValueError(f"threads must be 1 or 2 (2: each half of the batch on its own CPU core), got {threads!r}")
         self.model, self.optimizer, self.data, self.mode = model, optimizer, data, mode
         self.num_steps, self.batch_size, self.rng = num_steps, batch_size, rng
         self.log_every, self.eval_every, self.evaluate = log_every, eval_every, evaluate

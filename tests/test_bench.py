@@ -127,6 +127,9 @@ def test_threads_one_and_two_get_a_row_each(capsys):
     assert all(r["ms_per_step"] > 0 for r in md_rows)
 
 
-def test_threads_other_than_one_or_two_are_refused(capsys):
-    assert bench.main(["--threads", "3", "--steps", "1", "--no-memory"]) == 2
-    assert "--threads takes 1, 2 or 1,2" in capsys.readouterr().err
+@pytest.mark.parametrize("value", ["3", "two", "1,x"])
+def test_threads_other_than_one_or_two_are_refused(capsys, value):
+    assert bench.main(["--threads", value, "--steps", "1", "--no-memory", "--handoff"]) == 2
+    captured = capsys.readouterr()
+    assert f"--threads {value}: takes 1, 2 or 1,2" in captured.err
+    assert captured.out == ""  # refused before anything was measured

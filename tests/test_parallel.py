@@ -175,3 +175,14 @@ def test_a_forked_child_can_take_two_thread_steps():
         os.waitpid(pid, 0)
         pytest.fail("the forked child's two-thread step hung")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_trainer_refuses_a_bad_thread_count_before_training(tmp_path):
+    from minidann.train import DomainData, Trainer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 3, 28, 28), dtype=np.uint8)
+    data = DomainData(images, rng.integers(0, 10, 8), images, rng.integers(0, 10, 8), np.zeros(3, np.float32))
+    model = build_model(rng)
+    with pytest.raises(ValueError, match="threads must be 1 or 2"):
+        Trainer(model, build_optimizer(model), data, "dann", 4, 4, rng, progress=False, threads=3)
