@@ -18,6 +18,10 @@ strided view of all windows; col2im loops over the kernel offsets, each step a s
 no Python loop over samples or pixels. For stride 1 the input gradient skips col2im: the same sum, written as a
 gather, is a convolution of the padded gy with the flipped kernel (see Conv2d._input_grad_flipped).
 
+On the CPU a stride-1 convolution that does not keep its columns takes a shortcut through im2col: it unfolds the
+windows along the width only and adds KH products over row-shifted views, one per kernel row (see
+_conv_shifted_rows). The products are the same; the copy is KH times smaller.
+
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
 API stays (N, C, H, W); only the arrays inside conv2d are channels-last. (Its output is a transposed *view*
