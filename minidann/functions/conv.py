@@ -250,13 +250,25 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, kee
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
     y = xp.empty((N, OH, OW, OC), dtype=x_pad.dtype)
     cols = xp.empty((N, OH, OW, KH, KW, C), dtype=x_pad.dtype) if keep_columns else None
+    b_image = _bias_per_image(b, OH * OW)
     for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW, out=cols):
         y_c = y[i : i + len(col)].reshape(-1, OC)
         # y = col W_mat: one GEMM per chunk, written straight into its rows of y
         xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y_c)
         if b is not None:
-            y_c += b  # while the chunk is still in cache
+            y_images = y[i : i + len(col)].reshape(len(col), -1)  # (images, OH*OW*OC), a view
+            y_images += b_image  # while the chunk is still in cache
     return y, cols
+
+
+def _bias_per_image(b, pixels: int):
+    """(OC,) -> (pixels*OC,), b repeated once per output pixel (None stays None).
+
+    Adding this to an image's channels-last output, (OH*OW*OC,) values, is the same sum as adding b to each of its
+    OH*OW rows, but NumPy then runs one long loop instead of OH*OW loops of OC values: 2.5x faster for DANN's first
+    convolution (0.020 against 0.055 ms per chunk of 4 images).
+    """
+    return None if b is None else get_array_module(b).tile(b, pixels)
 
 
 def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
@@ -287,6 +299,7 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     B = min(CPU_CHUNK, N)
     rows_buf = np.empty((B, HP, OW, KW, C), dtype=x_pad.dtype)
     term_buf = np.empty((B, OH * OW, OC), dtype=x_pad.dtype)
+    b_image = _bias_per_image(b, OH * OW)
     sN, sH, sW, sC = x_pad.strides
     for i in range(0, N, B):
         n = min(B, N - i)
@@ -301,7 +314,8 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
             np.matmul(rows_mat[:, kh * OW : kh * OW + OH * OW], W_rows[kh], out=term)  # input rows oh + kh
             y_c += term
         if b is not None:
-            y_c += b
+            y_images = y_c.reshape(n, -1)  # (images, OH*OW*OC), a view
+            y_images += b_image
     return y
 
 
