@@ -399,6 +399,10 @@ def main(argv=None) -> int:
               f"not on a GPU)", file=sys.stderr)
         return 2
     threads = tuple(int(n) for n in threads)
+    if 2 in threads and args.batch_size % 4:
+        print(f"error: --threads 2 splits the batch into two halves of half source and half target images each: "
+              f"use a --batch-size divisible by 4 (got {args.batch_size})", file=sys.stderr)
+        return 2
     if args.ops:
         for row in op_benchmarks(device, args.batch_size, args.repeats):
             print(json.dumps(row))

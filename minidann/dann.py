@@ -249,20 +249,21 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     if mode != "dann" and n_src != N:
         raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
 
+    if threads not in (1, 2):
+        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+    halves = _split_in_halves(x, y_src, mode) if threads == 2 else None  # refuses a GPU or uneven halves first
     optimizer.zero_grad()
     if mode == "dann":
         model.grl.lambd = float(lambd)  # (with threads=2 each replica's GRL is set too, in _forward_backward)
     if threads == 1:
         stats = _forward_backward(model, x, y_src, mode, lambd)
-    elif threads == 2:
-        half_a, half_b = _split_in_halves(x, y_src, mode)
+    else:
+        half_a, half_b = halves
         a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd))
         # the whole batch's statistics: each half's are means over the same shares of source and target rows
         stats = StepStats(*(None if va is None else (va + vb) * 0.5
                             for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
                                            (a.domain_acc, b.domain_acc))))
-    else:
-        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
     optimizer.lr = float(lr)
     optimizer.step()
     return stats

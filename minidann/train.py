@@ -179,6 +179,12 @@ class Trainer:
         # Samplers: source rows first, then target rows (train_step relies on that order in dann mode).
         n_src = {"source": batch_size, "dann": batch_size // 2, "target": 0}[mode]
         n_tgt = batch_size - n_src
+        if threads == 2 and self.device != "cpu":
+            raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
+        if threads == 2 and (batch_size % 4 if mode == "dann" else batch_size % 2):  # halves as train_step splits
+            raise ValueError(f"threads=2 splits every batch into two equal halves: batch_size {batch_size} gives "
+                             f"{n_src} source and {n_tgt} target rows; use a batch_size divisible by 4 in dann "
+                             f"mode (by 2 otherwise), or threads=1")
         self.samplers: dict[str, EpochSampler] = {}
         if n_src:
             self.samplers["source"] = EpochSampler(len(data.source_labels), n_src, rng)

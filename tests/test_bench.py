@@ -127,6 +127,13 @@ def test_threads_one_and_two_get_a_row_each(capsys):
     assert all(r["ms_per_step"] > 0 for r in md_rows)
 
 
+def test_threads_two_with_a_batch_that_does_not_halve_is_refused(capsys):
+    assert bench.main(["--threads", "1,2", "--batch-size", "6", "--steps", "1", "--no-memory"]) == 2
+    captured = capsys.readouterr()
+    assert "use a --batch-size divisible by 4 (got 6)" in captured.err
+    assert captured.out == ""  # refused before anything was measured
+
+
 @pytest.mark.parametrize("value", ["3", "two", "1,x"])
 def test_threads_other_than_one_or_two_are_refused(capsys, value):
     assert bench.main(["--threads", value, "--steps", "1", "--no-memory", "--handoff"]) == 2

@@ -106,6 +106,21 @@ def test_uneven_halves_and_bad_thread_counts_are_refused():
         train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=4)
 
 
+def test_a_refused_step_leaves_the_gradients_as_they_were():
+    # the checks come before anything is changed: a refused call must not wipe the gradients of the last step
+    model = build_model(np.random.default_rng(0))
+    opt = build_optimizer(model)
+    x, y = _batch(6)
+    train_step(model, opt, x, y[:3], "dann", 0.5, 0.01)
+    before = [p.grad.copy() for p in model.parameters()]
+    for threads in (2, 4):  # uneven halves (3 + 3 rows), then a thread count that does not exist
+        with pytest.raises(ValueError):
+            train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=threads)
+        for p, g in zip(model.parameters(), before, strict=True):
+            assert p.grad is not None
+            np.testing.assert_array_equal(p.grad, g)
+
+
 def test_replica_shares_the_weights_but_not_the_gradients():
     model = build_model(np.random.default_rng(0))
     x, y = _batch(4)
@@ -186,3 +201,6 @@ def test_trainer_refuses_a_bad_thread_count_before_training(tmp_path):
     model = build_model(rng)
     with pytest.raises(ValueError, match="threads must be 1 or 2"):
         Trainer(model, build_optimizer(model), data, "dann", 4, 4, rng, progress=False, threads=3)
+    # a batch whose halves would be uneven (3 source + 3 target rows) is refused before any step, too
+    with pytest.raises(ValueError, match="batch_size 6 gives 3 source and 3 target rows"):
+        Trainer(model, build_optimizer(model), data, "dann", 4, 6, rng, progress=False, threads=2)
