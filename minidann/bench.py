@@ -292,12 +292,22 @@ def core_handoff_probe(repeats: int = 16) -> dict:
             "what": "copy 10 MB into a buffer the BLAS threads just read / into one only this thread touches"}
 
 
-def profile_step(device: str, batch: int, steps: int) -> list[dict]:
-    """Where the time of a DANN step goes: time spent in each Function's forward and backward.
+def _shape(a) -> str:
+    """'32x3x28x28' for an array or Tensor of that shape ('' for anything without one)."""
+    return "x".join(map(str, getattr(a, "shape", ()))) if getattr(a, "shape", None) is not None else ""
+
+
+def profile_step(device: str, batch: int, steps: int, compare_torch: bool = False) -> list[dict]:
+    """Where the time of a DANN step goes: time spent in each Function's forward and backward, per input shape.
 
     Every ``forward``/``backward`` of every Function subclass is wrapped with a timer (on a GPU each call then
     waits for its kernels, so the profile shows kernel time per op but the step gets slower than unprofiled).
+    Rows are per op *and* the shape of its first input (``"input"``), so the two convolutions get a row each.
     The rest of the step (the optimizer, the graph walk, Python) is reported as ``other``.
+
+    With ``compare_torch`` (and torch importable) PyTorch's same step is profiled too, by ``torch.profiler``,
+    in blocks of 10 steps alternating with minidann's, and its rows (``"impl": "torch"``, one per aten op and input
+    shape, self time) follow: the same layers, op by op, in the same machine state.
     """
     from .core import Function
 
@@ -306,45 +316,101 @@ def profile_step(device: str, batch: int, steps: int) -> list[dict]:
             yield sub
             yield from subclasses(sub)
 
-    totals: dict[str, float] = {}
+    totals: dict[tuple[str, str], float] = {}
     originals = []
+    recording = [False]  # off during each block's untimed first step
 
     def timed(cls, name, fn):
-        key = f"{cls.__name__}.{name}"
+        op = f"{cls.__name__}.{name}"
 
         def wrapper(self, *args):
+            if not recording[0]:
+                return fn(self, *args)
+            if name == "forward":
+                self._profile_input = _shape(args[0]) if args else ""  # backward reports under the same shape
             t0 = time.perf_counter()
             out = fn(self, *args)
             synchronize()
+            key = (op, getattr(self, "_profile_input", ""))
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
             return out
 
         return wrapper
 
-    md_step, _ = minidann_step(device, batch)
+    md_step, model = minidann_step(device, batch)
+    t_step = torch_step(device, batch, model) if compare_torch else None
     for _ in range(3):
         md_step()
+        if t_step:
+            t_step()
+    torch_totals: dict[tuple[str, str], float] = {}
+    torch_total = 0.0
     for cls in set(subclasses(Function)):
         for name in ("forward", "backward"):
             if name in vars(cls):
                 originals.append((cls, name, vars(cls)[name]))
                 setattr(cls, name, timed(cls, name, vars(cls)[name]))
+    total = 0.0
     try:
-        synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
+        # blocks of 10 steps, each after a pause and one untimed step, as in step_benchmark (the other library's
+        # spinning threads and its data in the caches would otherwise slow the first steps of a block)
+        for start in range(0, steps, 10):
+            n = min(10, steps - start)
+            time.sleep(0.3)
             md_step()
-        synchronize()
-        total = time.perf_counter() - t0
+            synchronize()
+            recording[0] = True
+            t0 = time.perf_counter()
+            for _ in range(n):
+                md_step()
+            synchronize()
+            total += time.perf_counter() - t0
+            recording[0] = False
+            if t_step:
+                time.sleep(0.3)
+                t_step()
+                torch_total += _torch_profile_block(t_step, n, device, torch_totals)
     finally:
         for cls, name, fn in originals:
             setattr(cls, name, fn)
-    rows = [{"op": k, "ms_per_step": round(v / steps * 1e3, 2), "share": round(v / total, 3)}
-            for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+    rows = [{"impl": "minidann", "op": op, "input": shape, "ms_per_step": round(v / steps * 1e3, 2),
+             "share": round(v / total, 3)}
+            for (op, shape), v in sorted(totals.items(), key=lambda kv: -kv[1])]
     other = total - sum(totals.values())
-    rows.append({"op": "other (SGD update, graph walk, Python)", "ms_per_step": round(other / steps * 1e3, 2),
-                 "share": round(other / total, 3)})
+    rows.append({"impl": "minidann", "op": "other (SGD update, graph walk, Python)", "input": "",
+                 "ms_per_step": round(other / steps * 1e3, 2), "share": round(other / total, 3)})
+    if compare_torch and t_step is None:
+        rows.append({"note": "torch is not importable (or has no CUDA): its profile is skipped."})
+    if t_step:
+        shown = {k: v for k, v in torch_totals.items() if v >= 0.005 * torch_total}  # ops of at least 0.5%
+        rows += [{"impl": "torch", "op": op, "input": shape, "ms_per_step": round(v / steps * 1e3, 2),
+                  "share": round(v / torch_total, 3)}
+                 for (op, shape), v in sorted(shown.items(), key=lambda kv: -kv[1])]
+        rest = torch_total - sum(shown.values())
+        rows.append({"impl": "torch", "op": "other (smaller ops, autograd, Python)", "input": "",
+                     "ms_per_step": round(rest / steps * 1e3, 2), "share": round(rest / torch_total, 3)})
     return rows
+
+
+def _torch_profile_block(step, n: int, device: str, totals: dict) -> float:
+    """Run ``step`` n times under torch.profiler; add each aten op's self time (s) to ``totals``; return wall s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "gpu" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()  # synchronizes on a GPU
+        wall = time.perf_counter() - t0
+    for event in prof.key_averages(group_by_input_shape=True):
+        if not event.key.startswith("aten::"):
+            continue
+        # on a GPU the op's kernel time, on the CPU its own time without the ops it called (microseconds)
+        us = getattr(event, "self_device_time_total", 0) if device == "gpu" else event.self_cpu_time_total
+        shapes = [s for s in (event.input_shapes or []) if s]
+        shape = "x".join(map(str, shapes[0])) if shapes else ""
+        totals[(event.key, shape)] = totals.get((event.key, shape), 0.0) + us / 1e6
+    return wall
 
 
 def _rss_child(impl: str, device: str, batch: int, steps: int, threads: int = 1) -> None:
@@ -418,7 +484,7 @@ def main(argv=None) -> int:
     for row in rows:
         print(json.dumps(row))
     if args.profile:
-        for row in profile_step(device, args.batch_size, args.steps):
+        for row in profile_step(device, args.batch_size, args.steps, args.compare_torch):
             print(json.dumps(row))
     return 0
 

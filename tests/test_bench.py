@@ -140,3 +140,33 @@ def test_threads_other_than_one_or_two_are_refused(capsys, value):
     captured = capsys.readouterr()
     assert f"--threads {value}: takes 1, 2 or 1,2" in captured.err
     assert captured.out == ""  # refused before anything was measured
+
+
+def test_profile_has_a_row_per_op_and_input_shape_and_shares_that_add_up(capsys):
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--profile")
+    prof = [r for r in rows if "op" in r]
+    assert all(r["impl"] == "minidann" for r in prof)
+    # the two convolutions are told apart by their input, forward and backward alike
+    conv = {(r["op"], r["input"]) for r in prof if r["op"].startswith("Conv2d.")}
+    assert conv == {(f"Conv2d.{p}", s) for p in ("forward", "backward") for s in ("4x3x28x28", "4x32x14x14")}
+    assert prof[-1]["op"].startswith("other")
+    assert sum(r["share"] for r in prof) == pytest.approx(1.0, abs=0.03)  # every op plus the rest: the whole step
+    assert all(r["ms_per_step"] >= 0 for r in prof)
+
+
+def test_profile_with_compare_torch_adds_torchs_ops(capsys):
+    pytest.importorskip("torch")
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--profile", "--compare-torch")
+    prof = [r for r in rows if "op" in r]
+    torch_rows = [r for r in prof if r["impl"] == "torch"]
+    assert {r["impl"] for r in prof} == {"minidann", "torch"}
+    assert ("aten::convolution_backward", "4x48x14x14") in {(r["op"], r["input"]) for r in torch_rows}
+    assert torch_rows[-1]["op"].startswith("other")
+    assert sum(r["share"] for r in torch_rows) == pytest.approx(1.0, abs=0.1)  # the profiler's own time is the rest
+
+
+def test_profile_with_compare_torch_without_torch_says_so(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--profile", "--compare-torch")
+    assert {r["impl"] for r in rows if "op" in r} == {"minidann"}
+    assert any("its profile is skipped" in r.get("note", "") for r in rows)
