@@ -20,7 +20,8 @@ gather, is a convolution of the padded gy with the flipped kernel (see Conv2d._i
 
 On the CPU a stride-1 convolution that does not keep its columns takes a shortcut through im2col: it unfolds the
 windows along the width only and adds KH products over row-shifted views, one per kernel row (see
-_conv_shifted_rows). The products are the same; the copy is KH times smaller.
+_conv_shifted_rows), and its weight gradient splits the same way (_weight_grad_shifted_rows). The products are
+the same; the copy is KH times smaller.
 
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
@@ -166,6 +167,8 @@ class Conv2d(Function):
         if need_W:
             if self.col is not None:  # columns kept by forward: one product over the whole batch
                 gW_matT = gy_mat.T @ self.col.reshape(-1, KH * KW * C)
+            elif xp is np and (self.SH, self.SW) == (1, 1):  # the CPU's stride-1 route: no im2col columns
+                gW_matT = _weight_grad_shifted_rows(self.x_pad, gy_cl, KH, KW)
             else:
                 gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
                 for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
@@ -271,6 +274,24 @@ def _bias_per_image(b, pixels: int):
     return None if b is None else get_array_module(b).tile(b, pixels)
 
 
+def _unfold_rows(x_pad, KW: int, buf):
+    """Unfold a chunk of images along the width only, input row outermost: the CPU's stride-1 route.
+
+    Args:
+        x_pad: (n, HP, WP, C) padded input of n images.
+        buf: a flat buffer of at least HP*n*OW*KW*C entries, OW = WP - KW + 1.
+    Returns:
+        R: (HP*n*OW, KW*C), a view of ``buf``: R[(h, i, ow), (kw, c)] = x_pad[i, h, ow + kw, c].
+    """
+    n, HP, WP, C = x_pad.shape
+    OW = WP - KW + 1
+    rows = buf[: HP * n * OW * KW * C].reshape(HP, n, OW, KW, C)
+    sN, sH, sW, sC = x_pad.strides
+    # stepping h or i moves one row or one image of x_pad, stepping ow or kw one pixel: a view until assigned
+    rows[...] = np.lib.stride_tricks.as_strided(x_pad, rows.shape, (sH, sN, sW, sW, sC))
+    return rows.reshape(HP * n * OW, KW * C)
+
+
 def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     """Stride-1 channels-last convolution that unfolds the windows along the width only (the CPU's route).
 
@@ -281,15 +302,17 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     Returns:
         y: (N, OH, OW, OC), the same as im2col's col W_mat + b.
 
-    ``rows[n, h, ow, (kw, c)] = x_pad[n, h, ow + kw, c]`` holds the KW*C entries of one kernel row for every
-    input row h, KH times less to copy than im2col's columns. Read as a matrix with one row per (h, ow), the
-    entries that kernel row kh meets are the rows h = oh + kh, i.e. the OH*OW consecutive rows that start at
-    kh*OW: a view, no copy. So im2col's one product splits into KH products, one per kernel row, added up:
+    For a chunk of n images, ``R[(h, i, ow), (kw, c)] = x_pad[i, h, ow + kw, c]`` (see _unfold_rows) holds the
+    KW*C entries of one kernel row for every input row h, KH times less to copy than im2col's columns. Its rows
+    are ordered input row first, so the entries that kernel row kh meets for output rows oh = 0 .. OH-1 of all n
+    images, input rows h = oh + kh, are the OH*n*OW consecutive rows that start at kh*n*OW: a view, no copy.
+    im2col's one product splits into KH products, one per kernel row, added up:
 
-        y[n, (oh, ow), :] = sum_kh rows[n, (oh + kh, ow), :] @ W_mat[kh*KW*C : (kh+1)*KW*C, :],
+        Y[(oh, i, ow), :] = sum_kh R[(oh + kh, i, ow), :] @ W_mat[kh*KW*C : (kh+1)*KW*C, :],
 
-    the same multiplications in another order. On a 2-core CPU this makes DANN's step 3-4% faster than the
-    im2col route (less to write, no slower products); a GPU keeps im2col's single large product.
+    the same multiplications in another order, and Y goes back to image order (n, OH, OW, OC) in one copy that
+    also adds the bias. On a 2-core CPU this makes DANN's step faster than the im2col route (less to write,
+    no slower products); a GPU keeps im2col's single large product.
     """
     N, HP, WP, C = x_pad.shape
     OC = W_mat.shape[1]
@@ -297,26 +320,63 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     W_rows = W_mat.reshape(KH, KW * C, OC)  # W_rows[kh] = W_mat[(kh, :, :), :]
     y = np.empty((N, OH, OW, OC), dtype=x_pad.dtype)
     B = min(CPU_CHUNK, N)
-    rows_buf = np.empty((B, HP, OW, KW, C), dtype=x_pad.dtype)
-    term_buf = np.empty((B, OH * OW, OC), dtype=x_pad.dtype)
-    b_image = _bias_per_image(b, OH * OW)
-    sN, sH, sW, sC = x_pad.strides
+    rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
+    acc_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
+    term_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
+    b_row = None if b is None else np.tile(b, OW)  # (OW*OC,): b for every pixel of one output row
     for i in range(0, N, B):
         n = min(B, N - i)
-        rows = rows_buf[:n]
-        # rows[n, h, ow, kw, c] = x_pad[n, h, ow + kw, c]: stepping ow or kw moves one pixel of x_pad
-        rows[...] = np.lib.stride_tricks.as_strided(x_pad[i : i + n], rows.shape, (sN, sH, sW, sW, sC))
-        rows_mat = rows.reshape(n, HP * OW, KW * C)  # one matrix per image, a row per (h, ow)
-        y_c = y[i : i + n].reshape(n, OH * OW, OC)
-        np.matmul(rows_mat[:, 0 : OH * OW], W_rows[0], out=y_c)  # kernel row 0: input rows oh + 0
+        R = _unfold_rows(x_pad[i : i + n], KW, rows_buf)
+        L = n * OW  # rows of R per input row
+        acc = acc_buf[: OH * L * OC].reshape(OH * L, OC)  # Y[(oh, i, ow), oc]
+        term = term_buf[: OH * L * OC].reshape(OH * L, OC)
+        np.matmul(R[0 : OH * L], W_rows[0], out=acc)  # kernel row 0: input rows oh + 0
         for kh in range(1, KH):
-            term = term_buf[:n]
-            np.matmul(rows_mat[:, kh * OW : kh * OW + OH * OW], W_rows[kh], out=term)  # input rows oh + kh
-            y_c += term
-        if b is not None:
-            y_images = y_c.reshape(n, -1)  # (images, OH*OW*OC), a view
-            y_images += b_image
+            np.matmul(R[kh * L : kh * L + OH * L], W_rows[kh], out=term)  # input rows oh + kh
+            acc += term
+        by_image = acc.reshape(OH, n, OW * OC).transpose(1, 0, 2)  # (n, OH, OW*OC), a view
+        y_c = y[i : i + n].reshape(n, OH, OW * OC)
+        if b is None:
+            y_c[...] = by_image
+        else:
+            np.add(by_image, b_row, out=y_c)  # runs of OW*OC values: one long loop per output row
     return y
+
+
+def _weight_grad_shifted_rows(x_pad, gy, KH: int, KW: int):
+    """Stride-1 weight gradient from width-unfolded rows (the CPU's route): gW_mat^T = gy^T col.
+
+    Args:
+        x_pad: (N, HP, WP, C) padded input.
+        gy: (N, OH, OW, OC) upstream gradient, channels last (any strides).
+    Returns:
+        gW_matT: (OC, KH*KW*C), gW_matT[oc, (kh, kw, c)] = sum_{n, oh, ow} gy[n, oh, ow, oc] x_pad[n, oh+kh, ow+kw, c].
+
+    im2col's gW_mat = col^T gy, split by kernel row like the forward product: with R as in _conv_shifted_rows and
+    gy in the same (oh, i, ow) row order (one small copy per chunk),
+
+        gW_mat^T[:, (kh, :, :)] = sum over chunks of gy^T @ R[kh*n*OW : kh*n*OW + OH*n*OW],
+
+    so the weight gradient no longer needs im2col's columns either.
+    """
+    N, HP, WP, C = x_pad.shape
+    OH, OW, OC = gy.shape[1:]
+    gW_rows = np.zeros((KH, OC, KW * C), dtype=x_pad.dtype)  # gW_rows[kh] = gW_mat^T[:, (kh, :, :)]
+    term = np.empty((OC, KW * C), dtype=x_pad.dtype)
+    B = min(CPU_CHUNK, N)
+    rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
+    gy_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
+    for i in range(0, N, B):
+        n = min(B, N - i)
+        R = _unfold_rows(x_pad[i : i + n], KW, rows_buf)
+        L = n * OW
+        G = gy_buf[: OH * L * OC].reshape(OH, n, OW, OC)
+        G[...] = gy[i : i + n].transpose(1, 0, 2, 3)  # gy[(oh, i, ow), oc], R's row order
+        G = G.reshape(OH * L, OC)
+        for kh in range(KH):
+            np.matmul(G.T, R[kh * L : kh * L + OH * L], out=term)  # (OC, KW*C), summed over the chunk's pixels
+            gW_rows[kh] += term
+    return gW_rows.transpose(1, 0, 2).reshape(OC, KH * KW * C)
 
 
 def conv2d(x, W, b=None, stride=1, pad=0) -> Tensor:
