@@ -11,7 +11,8 @@ with ``--compare-torch`` and torch importable, the same step in PyTorch timed si
 ``"ratio"`` (minidann / torch). ``--threads 1,2`` times minidann's one-thread and data-parallel steps
 (:mod:`minidann.parallel`) in the same interleaving, with a row and a ratio each. Peak memory of each
 implementation is measured in a fresh subprocess (``peak_rss_mb``: the whole process, libraries included).
-Compare ratios from one run, not absolute times.
+``--profile`` adds the time per op and input shape of minidann's one-thread step, and with ``--compare-torch``
+PyTorch's per aten op beside it. Compare ratios from one run, not absolute times.
 """
 
 from __future__ import annotations
