@@ -319,11 +319,13 @@ def test_interrupt_then_resume_ends_with_identical_weights(tmp_path, mode):
 
     rows = []
     first = _trainer(tmp_path / "cut", mode, rows=rows, checkpoint_every=4, interrupt_at_step=6)
+    # Python's default_int_handler in a terminal; SIG_IGN when the tests run as a background job (nohup, `&`)
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as info:
         first.run()
     assert info.value.step == 6 and info.value.checkpoint == tmp_path / "cut" / f"{mode}.npz"
     assert "checkpoint saved to" in str(info.value)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the handler was put back
     ckpt = load_checkpoint(info.value.checkpoint)
     assert ckpt.meta["step"] == 6 and ckpt.meta["progress"] == 0.5 and ckpt.meta["mode"] == mode
 
