@@ -293,9 +293,9 @@ def core_handoff_probe(repeats: int = 16) -> dict:
             "what": "copy 10 MB into a buffer the BLAS threads just read / into one only this thread touches"}
 
 
-def _shape(a) -> str:
-    """'32x3x28x28' for an array or Tensor of that shape ('' for anything without one)."""
-    return "x".join(map(str, getattr(a, "shape", ()))) if getattr(a, "shape", None) is not None else ""
+def _shape(shape) -> str:
+    """'32x3x28x28' for the shape (32, 3, 28, 28); '' for () or None."""
+    return "x".join(map(str, shape or ()))
 
 
 def profile_step(device: str, batch: int, steps: int, compare_torch: bool = False) -> list[dict]:
@@ -328,7 +328,7 @@ def profile_step(device: str, batch: int, steps: int, compare_torch: bool = Fals
             if not recording[0]:
                 return fn(self, *args)
             if name == "forward":
-                self._profile_input = _shape(args[0]) if args else ""  # backward reports under the same shape
+                self._profile_input = _shape(getattr(args[0], "shape", None)) if args else ""  # and backward's
             t0 = time.perf_counter()
             out = fn(self, *args)
             synchronize()
@@ -409,7 +409,7 @@ def _torch_profile_block(step, n: int, device: str, totals: dict) -> float:
         # on a GPU the op's kernel time, on the CPU its own time without the ops it called (microseconds)
         us = getattr(event, "self_device_time_total", 0) if device == "gpu" else event.self_cpu_time_total
         shapes = [s for s in (event.input_shapes or []) if s]
-        shape = "x".join(map(str, shapes[0])) if shapes else ""
+        shape = _shape(shapes[0]) if shapes else ""
         totals[(event.key, shape)] = totals.get((event.key, shape), 0.0) + us / 1e6
     return wall
 
@@ -448,7 +448,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", action="store_true", help="also time forward + backward of single ops")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--profile", action="store_true", help="also print the time per op of a DANN step")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the time per op and input shape of a DANN step (one thread; with "
+                             "--compare-torch, PyTorch's per aten op too)")
     parser.add_argument("--threads", default="1",
                         help="minidann's threads per step: 1, 2 (data parallel, CPU only) or 1,2 (both, interleaved)")
     parser.add_argument("--handoff", action="store_true",

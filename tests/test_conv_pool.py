@@ -212,7 +212,8 @@ def test_weight_gradient_by_shifted_rows_equals_im2col_product(shape, monkeypatc
     conv._unfold_into(col, x_pad, 1, 1)
     expected = gy.reshape(-1, OC).T @ col.reshape(-1, KH * KW * C)
     np.testing.assert_allclose(conv._weight_grad_shifted_rows(x_pad, gy, KH, KW), expected, rtol=1e-12, atol=1e-12)
-    # and Conv2d.backward takes this route on the CPU for stride 1 (float64 keeps no columns: runs of 8+ bytes x KW*C)
+    # and Conv2d.backward takes this route on the CPU for stride 1, unless forward kept its columns (float64 keeps
+    # them when KW*C < 8, the last two shapes; the route's own result is checked above for all four)
     calls = []
     route = conv._weight_grad_shifted_rows
     monkeypatch.setattr(conv, "_weight_grad_shifted_rows", lambda *a: calls.append(1) or route(*a))

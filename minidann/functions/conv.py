@@ -323,7 +323,7 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
     acc_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
     term_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
-    b_row = None if b is None else np.tile(b, OW)  # (OW*OC,): b for every pixel of one output row
+    b_row = _bias_per_image(b, OW)  # (OW*OC,): b for every pixel of one output row
     for i in range(0, N, B):
         n = min(B, N - i)
         R = _unfold_rows(x_pad[i : i + n], KW, rows_buf)
