@@ -66,15 +66,24 @@ def _zero_pad_hw(a, PH: int, PW: int):
     return a_pad
 
 
+def _windows(x_pad, KH: int, KW: int, SH: int, SW: int):
+    """All windows of x_pad (N, HP, WP, C) as a view (N, OH, OW, KH, KW, C).
+
+    windows[n, oh, ow, kh, kw, c] = x_pad[n, SH*oh + kh, SW*ow + kw, c].
+    """
+    xp = get_array_module(x_pad)
+    N, HP, WP, C = x_pad.shape
+    OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
+    sN, sH, sW, sC = x_pad.strides
+    # Stepping oh moves SH rows of x_pad, stepping kh moves one row, and so on: a view of all the windows at once.
+    # Nothing is copied until it is assigned; with SW == 1 each (kw, c) run is KW*C contiguous floats of x_pad.
+    strides = (sN, SH * sH, SW * sW, sH, sW, sC)
+    return xp.lib.stride_tricks.as_strided(x_pad, shape=(N, OH, OW, KH, KW, C), strides=strides)
+
+
 def _unfold_into(col, x_pad, SH: int, SW: int) -> None:
     """Fill col (N, OH, OW, KH, KW, C) with col[n, oh, ow, kh, kw, c] = x_pad[n, SH*oh + kh, SW*ow + kw, c]."""
-    xp = get_array_module(x_pad)
-    sN, sH, sW, sC = x_pad.strides
-    # A strided view of all the windows at once: stepping oh moves SH rows of x_pad, stepping kh moves one row,
-    # so window[n, oh, ow, kh, kw, c] sits at x_pad[n, SH*oh + kh, SW*ow + kw, c]. Nothing is copied until the
-    # assignment; with SW == 1 each (kw, c) run is KW*C contiguous floats of x_pad.
-    windows = xp.lib.stride_tricks.as_strided(x_pad, shape=col.shape, strides=(sN, SH * sH, SW * sW, sH, sW, sC))
-    col[...] = windows
+    col[...] = _windows(x_pad, col.shape[3], col.shape[4], SH, SW)
 
 
 def _fold_add(img, col, SH: int, SW: int) -> None:
@@ -184,8 +193,10 @@ class Conv2d(Function):
                 gx = self._input_grad_col2im(gy_mat, OH, OW)
         if need_b:
             # gb[oc] = sum over n, oh, ow of gy, as the product 1^T gy_mat: one BLAS call, several times faster
-            # than NumPy's row-by-row gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1)
-            gb = xp.ones(len(gy_mat), dtype=gy_mat.dtype) @ gy_mat
+            # than NumPy's row-by-row gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1).
+            # dot, not @: NumPy's matmul runs a vector-matrix product without releasing the GIL (numpy/numpy#11821),
+            # which stalls the other half of a threads=2 step; dot releases it around the BLAS call.
+            gb = xp.dot(xp.ones(len(gy_mat), dtype=gy_mat.dtype), gy_mat)
         return (gx, gW) if len(self.needs_grad) == 2 else (gx, gW, gb)
 
     def _input_grad_col2im(self, gy_mat, OH, OW):
@@ -228,9 +239,10 @@ def _chunks(x_pad, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int, out=Non
     N, C = x_pad.shape[0], x_pad.shape[3]
     B = min(CPU_CHUNK, N) if xp is np else N
     buf = xp.empty((B, OH, OW, KH, KW, C), dtype=x_pad.dtype) if out is None else None
+    windows = _windows(x_pad, KH, KW, SH, SW)  # one view for the batch, sliced per chunk (as_strided costs ~10 us)
     for i in range(0, N, B):
         col = buf[: min(B, N - i)] if out is None else out[i : i + B]
-        _unfold_into(col, x_pad[i : i + B], SH, SW)
+        col[...] = windows[i : i + B]
         yield i, col
 
 
@@ -274,22 +286,40 @@ def _bias_per_image(b, pixels: int):
     return None if b is None else get_array_module(b).tile(b, pixels)
 
 
-def _unfold_rows(x_pad, KW: int, buf):
-    """Unfold a chunk of images along the width only, input row outermost: the CPU's stride-1 route.
+def _row_windows(x_pad, KW: int):
+    """Every input row's windows along the width, as a view (HP, N, OW, KW, C) of x_pad (N, HP, WP, C).
+
+    windows[h, i, ow, kw, c] = x_pad[i, h, ow + kw, c]: the input row outermost.
+    """
+    N, HP, WP, C = x_pad.shape
+    sN, sH, sW, sC = x_pad.strides
+    # stepping h or i moves one row or one image of x_pad, stepping ow or kw one pixel: a view until assigned
+    return np.lib.stride_tricks.as_strided(x_pad, (HP, N, WP - KW + 1, KW, C), (sH, sN, sW, sW, sC))
+
+
+def _unfold_rows(windows, buf):
+    """Copy a chunk of images' width-unfolded rows into a buffer: the CPU's stride-1 route.
 
     Args:
-        x_pad: (n, HP, WP, C) padded input of n images.
-        buf: a flat buffer of at least HP*n*OW*KW*C entries, OW = WP - KW + 1.
+        windows: (HP, n, OW, KW, C), a slice [:, i : i + n] of _row_windows(x_pad, KW).
+        buf: a flat buffer of at least HP*n*OW*KW*C entries.
     Returns:
         R: (HP*n*OW, KW*C), a view of ``buf``: R[(h, i, ow), (kw, c)] = x_pad[i, h, ow + kw, c].
     """
-    n, HP, WP, C = x_pad.shape
-    OW = WP - KW + 1
-    rows = buf[: HP * n * OW * KW * C].reshape(HP, n, OW, KW, C)
-    sN, sH, sW, sC = x_pad.strides
-    # stepping h or i moves one row or one image of x_pad, stepping ow or kw one pixel: a view until assigned
-    rows[...] = np.lib.stride_tricks.as_strided(x_pad, rows.shape, (sH, sN, sW, sW, sC))
+    HP, n, OW, KW, C = windows.shape
+    rows = buf[: windows.size].reshape(windows.shape)
+    rows[...] = windows
     return rows.reshape(HP * n * OW, KW * C)
+
+
+def _kernel_row_views(R, KH: int, L: int):
+    """(HP*L, K) -> a view (KH, OH*L, K), OH = HP - KH + 1: [kh] = R[kh*L : kh*L + OH*L], the rows kernel row kh meets.
+
+    Consecutive views overlap (each starts L rows after the last): one matmul call then runs all KH products.
+    """
+    rows, K = R.shape
+    s_row, s_col = R.strides
+    return np.lib.stride_tricks.as_strided(R, (KH, rows - (KH - 1) * L, K), (L * s_row, s_row, s_col))
 
 
 def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
@@ -310,7 +340,10 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
 
         Y[(oh, i, ow), :] = sum_kh R[(oh + kh, i, ow), :] @ W_mat[kh*KW*C : (kh+1)*KW*C, :],
 
-    the same multiplications in another order, and Y goes back to image order (n, OH, OW, OC) in one copy that
+    the same multiplications in another order. The KH products are one matmul call over stacked views
+    (_kernel_row_views) and their sum one reduction, in the order kh = 0, 1, ..., KH-1: two NumPy calls per
+    chunk instead of 2*KH - 1, which matters when two threads share Python's GIL (threads=2; each call holds it
+    for a few microseconds). Y goes back to image order (n, OH, OW, OC) in one copy that
     also adds the bias. On a 2-core CPU this makes DANN's step faster than the im2col route (less to write,
     no slower products); a GPU keeps im2col's single large product.
     """
@@ -322,18 +355,16 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
     B = min(CPU_CHUNK, N)
     rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
     acc_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
-    term_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
+    terms_buf = np.empty(KH * OH * B * OW * OC, dtype=x_pad.dtype)
     b_row = _bias_per_image(b, OW)  # (OW*OC,): b for every pixel of one output row
+    windows = _row_windows(x_pad, KW)  # one view for the batch, sliced per chunk (as_strided costs ~10 us)
     for i in range(0, N, B):
         n = min(B, N - i)
-        R = _unfold_rows(x_pad[i : i + n], KW, rows_buf)
+        R = _unfold_rows(windows[:, i : i + n], rows_buf)
         L = n * OW  # rows of R per input row
-        acc = acc_buf[: OH * L * OC].reshape(OH * L, OC)  # Y[(oh, i, ow), oc]
-        term = term_buf[: OH * L * OC].reshape(OH * L, OC)
-        np.matmul(R[0 : OH * L], W_rows[0], out=acc)  # kernel row 0: input rows oh + 0
-        for kh in range(1, KH):
-            np.matmul(R[kh * L : kh * L + OH * L], W_rows[kh], out=term)  # input rows oh + kh
-            acc += term
+        terms = terms_buf[: KH * OH * L * OC].reshape(KH, OH * L, OC)
+        np.matmul(_kernel_row_views(R, KH, L), W_rows, out=terms)  # terms[kh] = R[kh*L : kh*L + OH*L] @ W_rows[kh]
+        acc = np.add.reduce(terms, axis=0, out=acc_buf[: OH * L * OC].reshape(OH * L, OC))  # Y[(oh, i, ow), oc]
         by_image = acc.reshape(OH, n, OW * OC).transpose(1, 0, 2)  # (n, OH, OW*OC), a view
         y_c = y[i : i + n].reshape(n, OH, OW * OC)
         if b is None:
@@ -362,20 +393,20 @@ def _weight_grad_shifted_rows(x_pad, gy, KH: int, KW: int):
     N, HP, WP, C = x_pad.shape
     OH, OW, OC = gy.shape[1:]
     gW_rows = np.zeros((KH, OC, KW * C), dtype=x_pad.dtype)  # gW_rows[kh] = gW_mat^T[:, (kh, :, :)]
-    term = np.empty((OC, KW * C), dtype=x_pad.dtype)
+    terms = np.empty((KH, OC, KW * C), dtype=x_pad.dtype)
     B = min(CPU_CHUNK, N)
     rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
     gy_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
+    windows = _row_windows(x_pad, KW)
     for i in range(0, N, B):
         n = min(B, N - i)
-        R = _unfold_rows(x_pad[i : i + n], KW, rows_buf)
+        R = _unfold_rows(windows[:, i : i + n], rows_buf)
         L = n * OW
         G = gy_buf[: OH * L * OC].reshape(OH, n, OW, OC)
         G[...] = gy[i : i + n].transpose(1, 0, 2, 3)  # gy[(oh, i, ow), oc], R's row order
         G = G.reshape(OH * L, OC)
-        for kh in range(KH):
-            np.matmul(G.T, R[kh * L : kh * L + OH * L], out=term)  # (OC, KW*C), summed over the chunk's pixels
-            gW_rows[kh] += term
+        np.matmul(G.T, _kernel_row_views(R, KH, L), out=terms)  # terms[kh] = G^T @ R[kh*L : kh*L + OH*L], (OC, KW*C)
+        gW_rows += terms  # summed over the chunks
     return gW_rows.transpose(1, 0, 2).reshape(OC, KH * KW * C)
 
 
