@@ -319,7 +319,9 @@ def _kernel_row_views(R, KH: int, L: int):
     """
     rows, K = R.shape
     s_row, s_col = R.strides
-    return np.lib.stride_tricks.as_strided(R, (KH, rows - (KH - 1) * L, K), (L * s_row, s_row, s_col))
+    # the view as_strided would make, built directly on R's memory: a few microseconds less of Python per chunk
+    # (as_strided goes through __array_interface__), and ndarray still checks that the view stays inside R
+    return np.ndarray((KH, rows - (KH - 1) * L, K), R.dtype, buffer=R, strides=(L * s_row, s_row, s_col))
 
 
 def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
