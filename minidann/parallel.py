@@ -15,7 +15,9 @@ same gradient). The model then gets g = (g_a + g_b) / 2, the full batch's gradie
 Why bother on a CPU: in a one-thread step only the matrix products use both cores (OpenBLAS's threads); the
 window unfolding, pooling, ReLU and the rest run on one core, and every product's operands move from one core's
 caches to the other's. With half a batch per thread, all of the step runs on both cores and each core keeps its
-own data. NumPy releases Python's GIL inside array operations, so the two threads do run at the same time.
+own data. NumPy releases Python's GIL inside array operations, so the two threads do run at the same time
+(not quite everywhere: each NumPy call holds the GIL while it sets up, and a few hold it throughout, such as
+matmul's vector-matrix products; the convolutions avoid those, see item 19 of docs/performance.md).
 BLAS is set to one thread meanwhile: otherwise four BLAS threads would share two cores.
 
 The result depends on the number of threads only through float rounding, and is the same on every run.
