@@ -2,6 +2,7 @@
 
     python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
                              [--threads 1|2|1,2] [--profile] [--handoff] [--no-memory]
+    python -m minidann.bench --example-memory [--steps 300]
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
@@ -12,7 +13,9 @@ with ``--compare-torch`` and torch importable, the same step in PyTorch timed si
 (:mod:`minidann.parallel`) in the same interleaving, with a row and a ratio each. Peak memory of each
 implementation is measured in a fresh subprocess (``peak_rss_mb``: the whole process, libraries included).
 ``--profile`` adds the time per op and input shape of minidann's one-thread step, and with ``--compare-torch``
-PyTorch's per aten op beside it. Compare ratios from one run, not absolute times.
+PyTorch's per aten op beside it. Compare ratios from one run, not absolute times. ``--example-memory`` times
+nothing: it measures the peak resident memory of the example's whole CPU run (``--steps`` per mode) against
+the least a PyTorch version of that run must hold (:func:`example_memory`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -100,17 +104,14 @@ def minidann_step(device: str, batch: int, seed: int = 0, threads: int = 1):
     return step, model
 
 
-def torch_step(device: str, batch: int, model, seed: int = 0):
-    """The same step in PyTorch, starting from minidann ``model``'s weights; None if torch is missing."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    from .backend import to_numpy
+def _torch_network(model, dev: str):
+    """PyTorch's version of the paper's network with ``model``'s weights: (features, label head, domain head, GRL).
 
-    dev = "cuda" if device == "gpu" else "cpu"
-    if dev == "cuda" and not torch.cuda.is_available():
-        return None
+    ``dev`` is "cpu" or "cuda"; the GRL is a torch.autograd.Function taking (x, lambd).
+    """
+    import torch
+
+    from .backend import to_numpy
 
     class GradReverse(torch.autograd.Function):
         @staticmethod
@@ -134,17 +135,31 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
             tp.copy_(torch.from_numpy(w.T.copy() if w.ndim == 2 else w))
     for m in (feat, label, domain):
         m.to(dev)
-    opt = torch.optim.SGD(torch_params, lr=0.01, momentum=0.9)
+    return feat, label, domain, GradReverse.apply
+
+
+def torch_step(device: str, batch: int, model, seed: int = 0):
+    """The same step in PyTorch, starting from minidann ``model``'s weights; None if torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+
+    dev = "cuda" if device == "gpu" else "cpu"
+    if dev == "cuda" and not torch.cuda.is_available():
+        return None
+    feat, label, domain, grad_reverse = _torch_network(model, dev)
+    opt = torch.optim.SGD([p for m in (feat, label, domain) for p in m.parameters()], lr=0.01, momentum=0.9)
     x_host, y_src = _synthetic_batch(batch, seed)
     x = torch.from_numpy(x_host).to(dev)
     y = torch.from_numpy(y_src).to(dev)
     d = torch.cat([torch.zeros(batch // 2), torch.ones(batch - batch // 2)]).long().to(dev)
-    ce = nn.functional.cross_entropy
+    ce = torch.nn.functional.cross_entropy
 
     def step():
         opt.zero_grad()
         f = feat(x)
-        loss = ce(label(f[: batch // 2]), y) + ce(domain(GradReverse.apply(f, 0.5)), d)
+        loss = ce(label(f[: batch // 2]), y) + ce(domain(grad_reverse(f, 0.5)), d)
         loss.backward()
         opt.step()
         if dev == "cuda":
@@ -424,9 +439,128 @@ def _rss_child(impl: str, device: str, batch: int, steps: int, threads: int = 1)
             sys.exit(3)
     for _ in range(steps):
         step()
-    # VmHWM, this process's resident high-water mark (ru_maxrss would include the parent's, inherited at fork)
+    print(_vm_hwm_mb())
+
+
+def _vm_hwm_mb() -> float:
+    """This process's resident high-water mark (VmHWM, Linux) in MB.
+
+    (ru_maxrss would include the parent's, inherited at fork.)
+    """
     with open("/proc/self/status") as status:
-        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
+#: the example whose whole run --example-memory measures (present in a clone of the repository)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_to_mnistm.py"
+
+
+def _example_child(argv: list[str]) -> None:
+    """Run in a fresh process: the example with ``argv``, then print this process's peak RSS in MB."""
+    import runpy
+
+    sys.argv = [str(EXAMPLE), *argv]
+    try:
+        runpy.run_path(str(EXAMPLE), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    print(_vm_hwm_mb())
+
+
+def _torch_example_floor_child(steps: int, limit_train: int, limit_test: int) -> None:
+    """Run in a fresh process: what any PyTorch version of the example must at least do; print peak RSS in MB.
+
+    That is: import torch, load and preprocess the example's data (its own ``load_data``), train the network
+    ``steps`` steps source-only and ``steps`` steps with DANN at batch 64 (32 + 32), and classify both test sets
+    once per mode. The example does all of this and more (evaluations every 1,000 steps, the proxy A-distance,
+    plots, checkpoints), so a PyTorch version of the whole run needs at least this much memory.
+    """
+    import importlib.util
+
+    import torch
+
+    from .dann import build_model, preprocess
+
+    spec = importlib.util.spec_from_file_location("mnist_to_mnistm", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    args = example.parse_args(["--device", "cpu"])
+    cfg = {"data": args.data, "data_used": None, "data_dir": args.data_dir, "verify": not args.no_verify,
+           "limit_train": limit_train, "limit_test": limit_test}
+    _, train, test = example.load_data(cfg)
+    rng = np.random.default_rng(0)
+    ce = torch.nn.functional.cross_entropy
+    d = torch.cat([torch.zeros(32), torch.ones(32)]).long()
+
+    def batch(images, labels, n):
+        i = rng.integers(0, len(labels), n)
+        return torch.from_numpy(preprocess(images[i], train.mean)), torch.from_numpy(labels[i].astype(np.int64))
+
+    for mode in ("source", "dann"):
+        feat, label, domain, grad_reverse = _torch_network(build_model(np.random.default_rng(0)), "cpu")
+        opt = torch.optim.SGD([p for m in (feat, label, domain) for p in m.parameters()], lr=0.01, momentum=0.9)
+        for _ in range(steps):
+            if mode == "source":
+                x, y = batch(train.source_images, train.source_labels, 64)
+                loss = ce(label(feat(x)), y)
+            else:
+                (xs, y), (xt, _) = (batch(train.source_images, train.source_labels, 32),
+                                    batch(train.target_images, train.target_labels, 32))
+                f = feat(torch.cat([xs, xt]))
+                loss = ce(label(f[:32]), y) + ce(domain(grad_reverse(f, 0.5)), d)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            for images in (test.source_images, test.target_images):
+                for i in range(0, len(images), 128):
+                    label(feat(torch.from_numpy(preprocess(images[i : i + 128], train.mean)))).argmax(1)
+    print(_vm_hwm_mb())
+
+
+def example_memory(steps: int, limit_train: int = 0, limit_test: int = 0) -> list[dict]:
+    """Peak resident memory of the example's run and a lower bound of PyTorch's for the same run (CPU).
+
+    minidann's row is the whole example (``--device cpu --steps steps``: both modes, evaluations, proxy
+    A-distance, plots, checkpoints); torch's is :func:`_torch_example_floor_child`, the part of that run any
+    PyTorch version must do too. minidann using no more than that floor means no more than PyTorch's whole run.
+    """
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    if not EXAMPLE.is_file():
+        return [{"error": f"{EXAMPLE} not found: --example-memory runs the example of a clone of the repository"}]
+    limits = [f for flag, n in (("--limit-train", limit_train), ("--limit-test", limit_test)) if n
+              for f in (flag, str(n))]
+
+    def run(code: str) -> tuple[float | None, str | None]:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode:
+            return None, (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return round(float(proc.stdout.split()[-1]), 1), None
+
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--device", "cpu", "--steps", str(steps), "--no-progress", "--out", out, *limits]
+        mb, err = run(f"from minidann.bench import _example_child; _example_child({argv!r})")
+    rows = [{"impl": "minidann", "peak_rss_mb": mb, **({"error": err} if err else {}),
+             "what": "the whole example: python examples/mnist_to_mnistm.py " + " ".join(argv[:4] + limits)}]
+    torch_importable = sys.modules["torch"] is not None if "torch" in sys.modules else bool(
+        importlib.util.find_spec("torch"))  # (without importing it here: only the child's memory counts)
+    if not torch_importable:
+        rows.append({"note": "torch is not importable, so PyTorch's run is skipped (pip install torch==2.13.0, "
+                             "the CPU build, to compare)"})
+        return rows
+    mb_t, err = run(f"from minidann.bench import _torch_example_floor_child; "
+                    f"_torch_example_floor_child({steps}, {limit_train}, {limit_test})")
+    rows.append({"impl": "torch", "peak_rss_mb": mb_t, **({"error": err} if err else {}),
+                 "what": f"a lower bound of the same run in PyTorch: torch, the same data, {steps} source-only and "
+                         f"{steps} DANN steps, one evaluation of both test sets per mode"})
+    if mb and mb_t:
+        rows.append({"ratio": round(mb / mb_t, 3), "what": "minidann's whole run / PyTorch's lower bound, peak "
+                                                         "resident memory"})
+    return rows
 
 
 def peak_rss_mb(impl: str, device: str, batch: int, steps: int, threads: int = 1) -> float | None:
@@ -455,7 +589,14 @@ def main(argv=None) -> int:
                         help="minidann's threads per step: 1, 2 (data parallel, CPU only) or 1,2 (both, interleaved)")
     parser.add_argument("--handoff", action="store_true",
                         help="also probe what handing memory between CPU cores costs (explains slow spells)")
+    parser.add_argument("--example-memory", action="store_true",
+                        help="instead of timing: peak memory of the example's whole run (--steps per mode, CPU) "
+                             "and of the least a PyTorch version of that run must do")
     args = parser.parse_args(argv)
+    if args.example_memory:
+        for row in example_memory(args.steps):
+            print(json.dumps(row))
+        return 0
     try:
         device, _ = resolve_device(args.device)
     except GPUUnavailableError as e:

@@ -170,3 +170,32 @@ def test_profile_with_compare_torch_without_torch_says_so(capsys, monkeypatch):
     rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--profile", "--compare-torch")
     assert {r["impl"] for r in rows if "op" in r} == {"minidann"}
     assert any("its profile is skipped" in r.get("note", "") for r in rows)
+
+
+def test_example_memory_measures_the_whole_example_and_pytorchs_floor(monkeypatch):
+    # the example's whole run (tiny: 2 steps per mode on 256 images) in a fresh process, and PyTorch's floor
+    rows = bench.example_memory(2, limit_train=256, limit_test=256)
+    md = rows[0]
+    assert md["impl"] == "minidann" and "error" not in md, md
+    assert md["peak_rss_mb"] > 30 and "--steps 2 --limit-train 256 --limit-test 256" in md["what"]
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "torch is not importable" in rows[1]["note"] and len(rows) == 2
+    else:
+        md_row, torch_row, ratio = rows
+        assert torch_row["impl"] == "torch" and "error" not in torch_row, torch_row
+        assert ratio["ratio"] == pytest.approx(md["peak_rss_mb"] / torch_row["peak_rss_mb"], rel=0.01)
+
+
+def test_example_memory_without_the_example_says_where_to_run_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, "EXAMPLE", tmp_path / "missing.py")
+    rows = run_bench(capsys, "--example-memory", "--steps", "2")
+    assert len(rows) == 1 and "not found" in rows[0]["error"] and "clone of the repository" in rows[0]["error"]
+
+
+def test_example_memory_without_torch_keeps_minidanns_row_and_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    rows = bench.example_memory(1, limit_train=128, limit_test=128)
+    assert [r.get("impl") for r in rows] == ["minidann", None] and rows[0]["peak_rss_mb"] > 30
+    assert "torch is not importable" in rows[1]["note"] and "pip install torch" in rows[1]["note"]
