@@ -2,7 +2,7 @@
 
     python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
                              [--threads 1|2|1,2] [--profile] [--handoff] [--no-memory]
-    python -m minidann.bench --example-memory [--steps 300]
+    python -m minidann.bench --example-memory [--steps N]       (N steps per mode; docs/performance.md uses 300)
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
