@@ -8,10 +8,11 @@ The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (ha
 forward, backward through the GRL, SGD with momentum) on the paper's network. Prints JSON lines: one with
 ``"impl": "minidann"`` and ``ms_per_step`` (median over ``--steps`` timed steps after a warm-up) and memory;
 with ``--compare-torch`` and torch importable, the same step in PyTorch timed side by side in the same process
-(interleaved in blocks of 10 steps, so both see the same machine load), an ``"impl": "torch"`` line and a last line with
-``"ratio"`` (minidann / torch). ``--threads 1,2`` times minidann's one-thread and data-parallel steps
-(:mod:`minidann.parallel`) in the same interleaving, with a row and a ratio each. Peak memory of each
-implementation is measured in a fresh subprocess (``peak_rss_mb``: the whole process, libraries included).
+(interleaved in blocks of 10 steps, so both see the same machine load), an ``"impl": "torch"`` line and a last
+line with ``"ratio"`` (minidann / torch; ``block_ratios``: its spread block by block). ``--threads 1,2`` times
+minidann's one-thread and data-parallel steps (:mod:`minidann.parallel`) in the same interleaving, with a row
+and a ratio each. Peak memory of each implementation is measured in a fresh subprocess (``peak_rss_mb``: the
+whole process, libraries included).
 ``--profile`` adds the time per op and input shape of minidann's one-thread step, and with ``--compare-torch``
 PyTorch's per aten op beside it. Compare ratios from one run, not absolute times. ``--example-memory`` times
 nothing: it measures the peak resident memory of the example's whole CPU run (``--steps`` per mode) against
@@ -193,6 +194,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, thr
             step()
     synchronize()
     times = {name: [] for name in impls}
+    block_ms = {name: [] for name in impls}  # the median of each block: one ratio per block, for the spread
     faults = dict.fromkeys(impls, 0)  # minor page faults: memory the kernel had to map (and zero) anew
     # Interleaved in blocks of BLOCK steps. Both libraries keep worker threads spinning for a while after each
     # parallel region (OpenBLAS ~0.1 s, PyTorch's OpenMP pool too), which slows the other library's next steps
@@ -217,6 +219,7 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, thr
         n = min(BLOCK, steps - start)
         for name, (step, _) in impls.items():
             faults[name] += run_block(step, n, times[name])
+            block_ms[name].append(statistics.median(times[name][-n:]))
     rows = []
     for name, (step, n) in impls.items():
         if n is None:
@@ -249,8 +252,29 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, thr
         for n in threads:
             ratio = statistics.median(times[f"minidann/{n}"]) / statistics.median(times["torch"])
             rows.append({"ratio": round(ratio, 3), "threads": n,
-                         "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process"})
+                         "what": "minidann / torch ms_per_step, interleaved in blocks of 10 steps in one process",
+                         **block_ratio_spread(block_ms[f"minidann/{n}"], block_ms["torch"])})
     return rows
+
+
+def block_ratio_spread(md_block_ms: list[float], torch_block_ms: list[float]) -> dict:
+    """How much the ratio moved within one run: the ratio of each block's medians, summarised.
+
+    Args:
+        md_block_ms, torch_block_ms: (blocks,) the median step time of each interleaved block, in run order.
+    Returns:
+        ``block_ratios``: min, quartiles and max of md / torch block by block; ``blocks_at_or_below_1``: how many
+        blocks minidann was at least as fast in, of ``blocks``. A noisy machine moves single blocks a lot; the
+        overall ``ratio`` (of the medians of all steps) is the figure to quote, this says how far to trust it.
+    """
+    ratios = sorted(m / t for m, t in zip(md_block_ms, torch_block_ms, strict=True))
+    if len(ratios) >= 2:
+        q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    else:
+        q1 = q2 = q3 = ratios[0]
+    spread = {"min": ratios[0], "q1": q1, "median": q2, "q3": q3, "max": ratios[-1]}
+    return {"block_ratios": {k: round(v, 3) for k, v in spread.items()},
+            "blocks_at_or_below_1": sum(r <= 1.0 for r in ratios), "blocks": len(ratios)}
 
 
 def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> str:

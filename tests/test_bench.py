@@ -62,6 +62,17 @@ def test_compare_torch_prints_both_and_the_ratio(capsys):
     assert (md_row["impl"], torch_row["impl"]) == ("minidann", "torch")
     # the ratio is of the unrounded medians; the rows show them rounded to 0.01 ms
     assert ratio["ratio"] == pytest.approx(md_row["ms_per_step"] / torch_row["ms_per_step"], rel=0.02)
+    assert ratio["blocks"] == 1 and set(ratio["block_ratios"]) == {"min", "q1", "median", "q3", "max"}
+
+
+def test_block_ratio_spread_summarises_the_ratio_of_each_block():
+    # blocks in run order; ratios 1.2, 0.9, 1.0, 1.1, 1.5: sorted 0.9 1.0 1.1 1.2 1.5
+    spread = bench.block_ratio_spread([60.0, 45.0, 50.0, 55.0, 75.0], [50.0, 50.0, 50.0, 50.0, 50.0])
+    assert spread["block_ratios"] == {"min": 0.9, "q1": 1.0, "median": 1.1, "q3": 1.2, "max": 1.5}
+    assert (spread["blocks_at_or_below_1"], spread["blocks"]) == (2, 5)
+    one = bench.block_ratio_spread([30.0], [40.0])
+    assert one["block_ratios"] == dict.fromkeys(["min", "q1", "median", "q3", "max"], 0.75)
+    assert (one["blocks_at_or_below_1"], one["blocks"]) == (1, 1)
 
 
 def test_gpu_bench_without_a_gpu_says_why(capsys):
