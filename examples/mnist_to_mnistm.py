@@ -42,6 +42,7 @@ from minidann.dann import (
     prepare_mnistm,
     preprocess,
 )
+from minidann.parallel import auto_threads
 from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
 from minidann.viz import plot_embedding, plot_sample_grid, plot_training_curves
 
@@ -78,10 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train; 'gpu' fails with the reason if CuPy or a GPU is missing, 'auto' falls back "
                         "to the CPU and says so")
-    p.add_argument("--threads", type=int, choices=[1, 2], default=1,
-                   help="CPU only: 2 runs each half of every batch on its own core and averages the gradients "
-                        "(data parallelism; the same gradient up to float rounding; 0.8x the step time on the 2-core "
-                        "machine it was measured on, see docs/performance.md)")
+    p.add_argument("--threads", choices=["auto", "1", "2"], default="auto",
+                   help="CPU only: 2 runs the two halves of every batch at once on two cores, 1 one after the other "
+                        "(the same result bit for bit, see minidann/parallel.py; 2 takes about 0.6-0.7x the time on "
+                        "a 2-core machine, see docs/performance.md); auto: 2 on a CPU with at least two cores, "
+                        "else 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
                    "starts from the same weights)")
     p.add_argument("--steps", type=int, default=8600, help="SGD steps per mode (tf-dann)")
@@ -128,10 +130,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("eval_every", "limit_train", "limit_test"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    if args.threads == 2 and args.batch_size % (4 if "dann" in args.modes else 2):
+    if args.threads == "2" and not _halves(args.batch_size, args.modes):
         p.error("--threads 2 splits every batch into two equal halves (in dann mode, half of the source and half "
                 "of the target images each): use a --batch-size divisible by 4 (by 2 without dann), or --threads 1")
     return args
+
+
+def _halves(batch_size: int, modes: list[str]) -> bool:
+    """Whether every batch splits into two halves with half of the source and half of the target images each."""
+    return batch_size % (4 if "dann" in modes else 2) == 0
+
+
+def resolve_threads(flag: str, device: str, batch_size: int, modes: list[str]) -> int:
+    """--threads auto|1|2 -> 1 or 2. auto: 2 on a CPU with two cores or more when the batches halve, else 1."""
+    if flag != "auto":
+        return int(flag)
+    return auto_threads(device) if _halves(batch_size, modes) else 1
 
 
 def versions() -> dict[str, str | None]:
@@ -335,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else resume_dir.parent
         defaults = vars(parse_args([]))
         ignored = [f"--{f.replace('_', '-')}" for f in ("seed", "steps", "batch_size", "modes", "data", "data_dir",
-                                                        "eval_every", "limit_train", "limit_test", "threads")
+                                                        "eval_every", "limit_train", "limit_test")
                    if getattr(args, f) != defaults[f] and getattr(args, f) != cfg.get(f)]
         if ignored:
             print(f"note: --resume keeps the checkpoint's configuration; ignoring {', '.join(ignored)}")
@@ -350,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
             "data": args.data, "data_used": None, "data_dir": args.data_dir, "verify": not args.no_verify,
             "eval_every": args.eval_every, "limit_train": args.limit_train, "limit_test": args.limit_test,
-            "threads": args.threads, "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
+            "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
             "optimizer": "SGD, momentum 0.9, lr mu_p = 0.01 / (1 + 10 p)^0.75",
             "lambda": "lambda_p = 2 / (1 + exp(-10 p)) - 1, p = step / steps",
             "init": "truncated normal std 0.1 weights, bias 0.1 (tf-dann)",
@@ -358,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                              "pixel mean of MNIST-train + MNIST-M-train; divided by 255",
         }
     cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
-    cfg.setdefault("threads", 1)  # checkpoints written before --threads existed ran on one thread
+    # The thread count is how the run uses this machine, not part of its configuration (it never changes the
+    # numbers; see minidann/parallel.py), so a resumed run takes it from the flag like the device.
+    cfg["threads"] = resolve_threads(args.threads, device, cfg["batch_size"], cfg["modes"])
     if cfg["threads"] == 2 and device != "cpu":
-        print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1",
+        print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1 (or auto)",
               file=sys.stderr)
         return EXIT_USAGE
     out.mkdir(parents=True, exist_ok=True)

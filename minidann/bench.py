@@ -34,6 +34,7 @@ import numpy as np
 import minidann.functions as F
 from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device, synchronize, to_device
 from minidann.core import Tensor
+from minidann.parallel import auto_threads
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -609,8 +610,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also print the time per op and input shape of a DANN step (one thread; with "
                              "--compare-torch, PyTorch's per aten op too)")
-    parser.add_argument("--threads", default="1",
-                        help="minidann's threads per step: 1, 2 (data parallel, CPU only) or 1,2 (both, interleaved)")
+    parser.add_argument("--threads", default="auto",
+                        help="minidann's threads per step: 1, 2 (the batch's two halves at once, CPU only), 1,2 (both, "
+                             "interleaved) or auto (2 on a CPU with two cores or more, as the example)")
     parser.add_argument("--handoff", action="store_true",
                         help="also probe what handing memory between CPU cores costs (explains slow spells)")
     parser.add_argument("--example-memory", action="store_true",
@@ -627,6 +629,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # checked before anything is timed: "1", "2" or "1,2" (repeats dropped), and 2 only on the CPU
+    if args.threads == "auto":
+        args.threads = str(auto_threads(device) if args.batch_size % 4 == 0 else 1)
     threads = tuple(dict.fromkeys(n.strip() for n in args.threads.split(",")))
     if not set(threads) <= {"1", "2"} or (device == "gpu" and threads != ("1",)):
         print(f"error: --threads {args.threads}: takes 1, 2 or 1,2 (2: data parallelism over two CPU cores; "

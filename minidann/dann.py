@@ -233,9 +233,11 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
         mode: "source", "dann" or "target".
         lambd: lambda_p for the GRL (used in ``dann`` mode only).
         lr: mu_p for this step.
-        threads: 1, or 2 on the CPU: each half of the batch (half of the source rows, half of the target rows)
-            runs forward and backward on its own thread and the gradients are averaged
-            (:mod:`minidann.parallel`): the same gradient up to float rounding, computed on both cores.
+        threads: 1, or 2 on the CPU. On the CPU the step runs as two halves of the batch (each with half of the
+            source rows and half of the target rows) whose gradients are averaged (:mod:`minidann.parallel`): the
+            whole batch's gradient up to float rounding. ``threads=2`` runs the halves at once on two cores,
+            ``threads=1`` one after the other, with the same result bit for bit. (A batch whose source or target
+            rows are odd in number runs whole; ``threads=2`` refuses it.)
 
     Returns:
         StepStats with device 0-d arrays.
@@ -251,15 +253,27 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
 
     if threads not in (1, 2):
         raise ValueError(f"threads must be 1 or 2, got {threads!r}")
-    halves = _split_in_halves(x, y_src, mode) if threads == 2 else None  # refuses a GPU or uneven halves first
+    on_cpu = get_array_module(x.data) is np
+    if threads == 2 and not on_cpu:
+        raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
+    # On the CPU the step is two halves whose gradients are averaged (minidann.parallel), run one after the other
+    # (threads=1) or at once (threads=2): the same arithmetic, so the thread count changes the speed, never the
+    # result. A GPU, or a batch whose source and target rows do not both split in two, takes the whole batch.
+    halves = _split_in_halves(x, y_src, mode) if on_cpu else None
+    if threads == 2 and halves is None:
+        n_tgt = N - n_src if mode == "dann" else 0
+        raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
+                         f"rows and of target rows, got {n_src} and {n_tgt}; use a batch size divisible by 4 in "
+                         f"dann mode (by 2 otherwise), or threads=1")
     optimizer.zero_grad()
     if mode == "dann":
-        model.grl.lambd = float(lambd)  # (with threads=2 each replica's GRL is set too, in _forward_backward)
-    if threads == 1:
+        model.grl.lambd = float(lambd)  # (with halves each replica's GRL is set too, in _forward_backward)
+    if halves is None:
         stats = _forward_backward(model, x, y_src, mode, lambd)
     else:
         half_a, half_b = halves
-        a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd))
+        a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd),
+                                       threads=threads)
         # the whole batch's statistics: each half's are means over the same shares of source and target rows
         stats = StepStats(*(None if va is None else (va + vb) * 0.5
                             for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
@@ -292,20 +306,16 @@ def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lamb
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
 
 
-def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple]:
+def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple] | None:
     """Two halves of the batch, ((x_a, y_a), (x_b, y_b)), each with half of the source and half of the target rows.
 
     Each half's mean losses then weigh its rows as the whole batch's do, so (g_a + g_b) / 2 is the whole batch's
-    gradient. Needs an even number of source rows and of target rows.
+    gradient. None when the source rows or the target rows are odd in number (the halves would weigh them unevenly).
     """
-    if get_array_module(x.data) is not np:
-        raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
     N, n_src = x.shape[0], len(y_src)
     n_tgt = N - n_src if mode == "dann" else 0
     if n_src % 2 or n_tgt % 2:
-        raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
-                         f"rows and of target rows, got {n_src} and {n_tgt}; use a batch size divisible by 4 in "
-                         f"dann mode (by 2 otherwise), or threads=1")
+        return None
     hs, ht = n_src // 2, n_tgt // 2
     rows_a = np.r_[0:hs, n_src:n_src + ht]
     rows_b = np.r_[hs:n_src, n_src + ht:N]

@@ -12,6 +12,11 @@ backward on its own *replica* of the model: new Parameter objects that share the
 update, in place, reaches every replica) but keep their own ``.grad`` (so the two threads never write to the
 same gradient). The model then gets g = (g_a + g_b) / 2, the full batch's gradient up to float rounding.
 
+On the CPU every training step is computed this way (when the batch splits into two such halves), whether the
+halves run at the same time (``threads=2``) or one after the other (``threads=1``): the same sums in the same
+order, each half's products on one BLAS thread, so the two give the same parameters bit for bit, and the number
+of threads is a matter of speed only. (The whole batch in one pass would round differently.)
+
 Why bother on a CPU: in a one-thread step only the matrix products use both cores (OpenBLAS's threads); the
 window unfolding, pooling, ReLU and the rest run on one core, and every product's operands move from one core's
 caches to the other's. With half a batch per thread, all of the step runs on both cores and each core keeps its
@@ -20,10 +25,9 @@ own data. NumPy releases Python's GIL inside array operations, so the two thread
 matmul's vector-matrix products; the convolutions avoid those, see item 19 of docs/performance.md).
 BLAS is set to one thread meanwhile: otherwise four BLAS threads would share two cores.
 
-The result depends on the number of threads only through float rounding, and is the same on every run.
 The BLAS setting is process-wide while a step runs (other threads' products get one thread meanwhile); where
-minidann cannot reach it (a NumPy whose BLAS is not OpenBLAS, or not on Linux), two threads still give the right
-gradient, but each half's products may start two BLAS threads of their own, and the step can be slower than with one.
+minidann cannot reach it (a NumPy whose BLAS is not OpenBLAS, or not on Linux), the halves still give the right
+gradient, but each half's products may start BLAS threads of their own, and two threads can be slower than one.
 """
 
 from __future__ import annotations
@@ -58,29 +62,38 @@ def replicate(model: Module) -> Module:
     return replica
 
 
-def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, half_b: tuple):
-    """Run ``forward_backward(replica, *half)`` for both halves at once; give ``model`` the mean gradient.
+def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, half_b: tuple, threads: int = 2):
+    """Run ``forward_backward(replica, *half)`` for both halves; give ``model`` the mean gradient.
 
     Args:
         model: the model whose parameters receive p.grad = (g_a + g_b) / 2 (None where both halves have none).
         forward_backward: computes a mean loss on its half, calls backward, and returns what it measured.
         half_a, half_b: the arguments after the replica, one tuple per half of the batch.
+        threads: 2 runs the halves at once (half b on a worker thread), 1 one after the other on this thread;
+            the arithmetic is the same, so is the result.
     Returns:
         (result_a, result_b), the two return values of ``forward_backward``.
     """
     global _worker, _worker_pid
-    if _worker is None or _worker_pid != os.getpid():  # a forked child inherits the pool but not its thread
+    if threads not in (1, 2):
+        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+    # (a forked child inherits the pool but not its thread: it starts its own)
+    if threads == 2 and (_worker is None or _worker_pid != os.getpid()):
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minidann-half")
         _worker_pid = os.getpid()
     replica_a, replica_b = _replicas_of(model)
     replica_a.zero_grad()
     replica_b.zero_grad()
-    blas_threads = set_blas_threads(1)
+    blas_threads = set_blas_threads(1)  # with threads=1 too: the same products as two threads compute, bit for bit
     future_b = None
     try:
-        future_b = _worker.submit(forward_backward, replica_b, *half_b)  # half b on the worker thread
-        result_a = forward_backward(replica_a, *half_a)  # half a on this thread, at the same time
-        result_b = future_b.result()
+        if threads == 2:
+            future_b = _worker.submit(forward_backward, replica_b, *half_b)  # half b on the worker thread
+            result_a = forward_backward(replica_a, *half_a)  # half a on this thread, at the same time
+            result_b = future_b.result()
+        else:
+            result_a = forward_backward(replica_a, *half_a)
+            result_b = forward_backward(replica_b, *half_b)
     finally:
         if future_b is not None:
             wait([future_b])  # if half a failed, half b must not go on running into the next step
@@ -95,6 +108,14 @@ def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, hal
             p.grad = (ga + gb) * 0.5  # a Python float keeps float32 gradients float32
         pa.grad = pb.grad = None
     return result_a, result_b
+
+
+def auto_threads(device: str) -> int:
+    """The thread count to use when none is given: 2 on a CPU with at least two cores, else 1.
+
+    Safe as a default because the count changes only the speed of a CPU step, not its result (see above).
+    """
+    return 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
 def _replicas_of(model: Module) -> tuple[Module, Module]:

@@ -148,7 +148,8 @@ class Trainer:
         meta: extra JSON-serialisable values for every checkpoint (the run's configuration).
         on_row: called with each metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
         progress: show a tqdm bar on stderr (it also hides itself when stderr is not a terminal).
-        threads: 1, or 2 for data parallelism over two CPU cores (see :func:`minidann.dann.train_step`).
+        threads: on the CPU, 2 runs the two halves of every batch at once on two cores, 1 one after the other;
+            the same result bit for bit (see :func:`minidann.dann.train_step`).
         nan_at_step: testing aid: fill the batch of this step (1-based) with NaN, to exercise the guard.
         interrupt_at_step: testing aid: send this process SIGINT after this step, as Ctrl-C would.
     """

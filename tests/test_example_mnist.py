@@ -14,6 +14,7 @@ import pytest
 from minidann.backend import gpu_available
 from minidann.checkpoint import load_checkpoint
 from minidann.dann import lambda_schedule, lr_schedule
+from minidann.parallel import auto_threads
 from minidann.train import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,11 +130,12 @@ def _same(a, b):
     return all(a[i].keys() == b[i].keys() and all(np.array_equal(a[i][k], b[i][k]) for k in a[i]) for i in (0, 1))
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data_dir, capsys, threads):
+@pytest.mark.parametrize("threads, resume_threads", [("1", "1"), ("2", "2"), ("2", "1"), ("1", "2")])
+def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data_dir, capsys, threads,
+                                                                  resume_threads):
     """Ctrl-C in dann at step 6 of 12 (source is finished); --resume keeps source and finishes dann.
 
-    With --threads 2 the resumed run must also keep the thread count: one thread would sum in another order."""
+    The resumed run may use another thread count: it changes the speed of a CPU step, never its numbers."""
     full = tmp_path / "full"
     assert run(tiny_args(data_dir, full, "--threads", threads, steps=12), capsys)[0] == 0
 
@@ -147,9 +149,11 @@ def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path, data
     assert load_checkpoint(ckpt).meta["step"] == 6
     assert not (cut / "results.json").exists()
 
-    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--steps", "99"], capsys)
+    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--steps", "99",
+                           "--threads", resume_threads], capsys)
     assert code == 0, stdout
-    assert "ignoring --steps" in stdout  # a resumed run keeps its saved configuration
+    assert "ignoring --steps" in stdout and "--threads" not in stdout.split("ignoring")[1].split("\n")[0]
+    assert f"threads      {resume_threads}" in stdout  # how this machine runs it, from the flag
     assert f"source: finished from {cut / 'checkpoints' / 'source.npz'}" in stdout
     assert f"dann: resuming from {ckpt} at step 6" in stdout
     for mode in ("source", "dann"):
@@ -186,18 +190,29 @@ def test_device_gpu_without_a_gpu_fails_cleanly(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written before the device check
 
 
-def test_two_threads_train_the_same_model_up_to_rounding(tmp_path, data_dir, capsys):
-    """--threads 2 (data parallelism) records itself in config.json and ends near the one-thread weights."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert run(tiny_args(data_dir, one, steps=8), capsys)[0] == 0
-    code, out, _ = run(tiny_args(data_dir, two, "--threads", "2", steps=8), capsys)
-    assert code == 0 and "threads      2" in out
-    assert json.loads((two / "config.json").read_text())["threads"] == 2
-    assert json.loads((one / "config.json").read_text())["threads"] == 1
-    for mode in ("source", "dann"):
-        w1, w2 = _final_weights(one, mode)[0], _final_weights(two, mode)[0]
-        for k in w1:  # float32 sums in another order: equal to rounding, after 8 steps
-            np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=1e-5, err_msg=k)
+def test_one_thread_or_two_train_the_same_model_bit_for_bit(tmp_path, data_dir, capsys):
+    """--threads 1 and 2 record themselves in config.json and end with the same weights and log, bit for bit;
+    the default, auto, takes two on a CPU with at least two cores."""
+    runs = {}
+    for threads in ("1", "2", None):
+        out = tmp_path / f"threads-{threads}"
+        code, stdout, _ = run(tiny_args(data_dir, out, *(("--threads", threads) if threads else ()), steps=8), capsys)
+        expected = int(threads) if threads else auto_threads("cpu")
+        assert code == 0 and f"threads      {expected}" in stdout
+        assert json.loads((out / "config.json").read_text())["threads"] == expected
+        runs[threads] = out
+    for other in ("2", None):
+        for mode in ("source", "dann"):
+            assert _same(_final_weights(runs["1"], mode), _final_weights(runs[other], mode)), (other, mode)
+        assert (runs["1"] / "metrics.csv").read_text() == (runs[other] / "metrics.csv").read_text()
+
+
+def test_auto_threads_falls_back_to_one_when_the_batch_does_not_halve():
+    assert example.resolve_threads("auto", "cpu", 6, ["source", "dann"]) == 1  # 3 + 3 rows
+    assert example.resolve_threads("auto", "cpu", 8, ["source", "dann"]) == auto_threads("cpu")
+    assert example.resolve_threads("auto", "cpu", 6, ["source"]) == auto_threads("cpu")
+    assert example.resolve_threads("auto", "gpu", 8, ["dann"]) == 1
+    assert example.resolve_threads("2", "cpu", 8, ["dann"]) == 2
 
 
 def test_two_threads_need_a_batch_that_halves_evenly(tmp_path, data_dir, capsys):

@@ -1,5 +1,6 @@
-"""Data parallelism (minidann.parallel, train_step(threads=2)): two halves of the batch on two threads give the
-whole batch's step, up to float rounding, the same on every run; BLAS gets its threads back whatever happens."""
+"""Data parallelism (minidann.parallel, train_step on the CPU): two halves of the batch give the whole batch's step
+up to float rounding, the same bit for bit on one thread or two and on every run; BLAS gets its threads back
+whatever happens."""
 
 import os
 import time
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from minidann.backend import blas_kernel, set_blas_threads
-from minidann.dann import build_model, build_optimizer, train_step
-from minidann.parallel import replicate
+from minidann.core import Tensor
+from minidann.dann import _forward_backward, build_model, build_optimizer, train_step
+from minidann.parallel import auto_threads, replicate
 
 
 def _batch(n, seed=0):
@@ -35,15 +37,32 @@ def _run(threads, mode, steps=3, n=8, dtype=np.float64):
     return model, opt, stats
 
 
+def _run_whole_batch(mode, steps=3, n=8):
+    """What train_step would do without halves: one forward and backward over all n rows, then SGD."""
+    model = _model64()
+    opt = build_optimizer(model)
+    x, y = _batch(n)
+    y_src = y[: n // 2] if mode == "dann" else y
+    stats = []
+    for _ in range(steps):
+        opt.zero_grad()
+        model.grl.lambd = 0.4
+        stats.append(_forward_backward(model, Tensor(x.astype(np.float64)), y_src, mode, 0.4).to_host())
+        opt.lr = 0.01
+        opt.step()
+    return model, opt, stats
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("mode", ["dann", "source"])
-def test_two_halves_give_the_whole_batch_step(mode):
-    one, opt1, stats1 = _run(1, mode)
-    two, opt2, stats2 = _run(2, mode)
+def test_two_halves_give_the_whole_batch_step(mode, threads):
+    one, opt1, stats1 = _run_whole_batch(mode)
+    two, opt2, stats2 = _run(threads, mode)
     for (name, p1), p2 in zip(one.named_parameters(), two.parameters(), strict=True):
         assert p2.data.dtype == np.float64
         np.testing.assert_allclose(p2.data, p1.data, rtol=1e-12, atol=1e-14, err_msg=name)
     for v1, v2 in zip(opt1.velocities, opt2.velocities, strict=True):
-        if v1 is None:  # source mode: G_d gets no gradient, on one thread or two
+        if v1 is None:  # source mode: G_d gets no gradient, whole or in halves
             assert v2 is None
         else:
             np.testing.assert_allclose(v2, v1, rtol=1e-12, atol=1e-14)
@@ -54,6 +73,44 @@ def test_two_halves_give_the_whole_batch_step(mode):
             if s1[k] is not None:
                 assert s2[k] == pytest.approx(s1[k], rel=1e-12), k
     assert two.grl.lambd == 0.4 or mode != "dann"
+
+
+@pytest.mark.parametrize("mode", ["dann", "source", "target"])
+def test_one_thread_and_two_give_the_same_step_bit_for_bit(mode):
+    # the thread count is a matter of speed only: float32, the sums that differ first if anything differs
+    one, opt1, stats1 = _run(1, mode, dtype=np.float32)
+    two, opt2, stats2 = _run(2, mode, dtype=np.float32)
+    for (name, p1), p2 in zip(one.named_parameters(), two.parameters(), strict=True):
+        np.testing.assert_array_equal(p2.data, p1.data, err_msg=name)
+    for v1, v2 in zip(opt1.velocities, opt2.velocities, strict=True):
+        assert (v1 is None) == (v2 is None)
+        if v1 is not None:
+            np.testing.assert_array_equal(v2, v1)
+    assert stats1 == stats2
+
+
+def test_a_batch_that_does_not_halve_runs_whole_on_one_thread():
+    model = build_model(np.random.default_rng(0))
+    x, y = _batch(6)
+    train_step(model, build_optimizer(model), x, y[:3], "dann", 0.5, 0.01)  # 3 + 3 rows: no halves
+    reference = build_model(np.random.default_rng(0))
+    opt = build_optimizer(reference)
+    opt.zero_grad()
+    reference.grl.lambd = 0.5
+    _forward_backward(reference, Tensor(x), y[:3], "dann", 0.5)
+    opt.lr = 0.01
+    opt.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_auto_threads_is_two_on_a_multicore_cpu_and_one_elsewhere(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert (auto_threads("cpu"), auto_threads("gpu")) == (2, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_threads("cpu") == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one
+    assert auto_threads("cpu") == 1
 
 
 def test_two_thread_runs_are_identical_and_stay_float32():
