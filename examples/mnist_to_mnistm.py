@@ -379,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1 (or auto)",
               file=sys.stderr)
         return EXIT_USAGE
+    if cfg["threads"] == 2 and not _halves(cfg["batch_size"], cfg["modes"]):  # a resumed run's own batch size
+        print(f"error: --threads 2 splits every batch into two equal halves, and this run's batch size "
+              f"{cfg['batch_size']} does not (in dann mode it must be divisible by 4, else by 2); use --threads 1 "
+              f"(or auto)", file=sys.stderr)
+        return EXIT_USAGE
     out.mkdir(parents=True, exist_ok=True)
 
     print("minidann MNIST -> MNIST-M")

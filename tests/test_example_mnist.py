@@ -207,6 +207,17 @@ def test_one_thread_or_two_train_the_same_model_bit_for_bit(tmp_path, data_dir, 
         assert (runs["1"] / "metrics.csv").read_text() == (runs[other] / "metrics.csv").read_text()
 
 
+def test_resuming_with_two_threads_a_run_whose_batch_does_not_halve_says_so(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, _ = run(tiny_args(data_dir, out, "--batch-size", "6", "--debug-interrupt-at", "dann:4", steps=8), capsys)
+    assert code == 130
+    ckpt = out / "checkpoints" / "dann.npz"
+    code, _, err = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--threads", "2"], capsys)
+    assert code == 2
+    assert "batch size 6 does not" in err and "--threads 1" in err and "Traceback" not in err
+    assert load_checkpoint(ckpt).meta["step"] == 4  # nothing lost: the checkpoint is as it was
+
+
 def test_auto_threads_falls_back_to_one_when_the_batch_does_not_halve():
     assert example.resolve_threads("auto", "cpu", 6, ["source", "dann"]) == 1  # 3 + 3 rows
     assert example.resolve_threads("auto", "cpu", 8, ["source", "dann"]) == auto_threads("cpu")
