@@ -1,7 +1,7 @@
 """Benchmarks: time ops and the whole DANN training step (never a test: the machine is shared and noisy).
 
     python -m minidann.bench --device cpu|gpu [--batch-size 64] [--steps 30] [--compare-torch] [--ops]
-                             [--threads 1|2|1,2] [--profile] [--handoff] [--no-memory]
+                             [--threads auto|1|2|1,2] [--profile] [--handoff] [--no-memory]
     python -m minidann.bench --example-memory [--steps N]       (N steps per mode; docs/performance.md uses 300)
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
