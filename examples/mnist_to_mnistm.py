@@ -37,6 +37,7 @@ from minidann.dann import (
     build_optimizer,
     evaluate,
     extract_features,
+    halves_evenly,
     pixel_mean,
     prepare_mnist,
     prepare_mnistm,
@@ -137,8 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _halves(batch_size: int, modes: list[str]) -> bool:
-    """Whether every batch splits into two halves with half of the source and half of the target images each."""
-    return batch_size % (4 if "dann" in modes else 2) == 0
+    """Whether every mode's batches split into two halves with half of the source and half of the target images."""
+    return all(halves_evenly(batch_size, mode) for mode in modes)
 
 
 def resolve_threads(flag: str, device: str, batch_size: int, modes: list[str]) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import minidann.functions as F
 from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device, synchronize, to_device
 from minidann.core import Tensor
+from minidann.dann import halves_evenly
 from minidann.parallel import auto_threads
 
 
@@ -630,14 +631,14 @@ def main(argv=None) -> int:
         return 2
     # checked before anything is timed: "1", "2" or "1,2" (repeats dropped), and 2 only on the CPU
     if args.threads == "auto":
-        args.threads = str(auto_threads(device) if args.batch_size % 4 == 0 else 1)
+        args.threads = str(auto_threads(device) if halves_evenly(args.batch_size, "dann") else 1)
     threads = tuple(dict.fromkeys(n.strip() for n in args.threads.split(",")))
     if not set(threads) <= {"1", "2"} or (device == "gpu" and threads != ("1",)):
         print(f"error: --threads {args.threads}: takes 1, 2 or 1,2 (2: data parallelism over two CPU cores; "
               f"not on a GPU)", file=sys.stderr)
         return 2
     threads = tuple(int(n) for n in threads)
-    if 2 in threads and args.batch_size % 4:
+    if 2 in threads and not halves_evenly(args.batch_size, "dann"):
         print(f"error: --threads 2 splits the batch into two halves of half source and half target images each: "
               f"use a --batch-size divisible by 4 (got {args.batch_size})", file=sys.stderr)
         return 2

@@ -306,6 +306,16 @@ def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lamb
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
 
 
+def halves_evenly(batch_size: int, mode: str) -> bool:
+    """Whether the training loop's batches of ``batch_size`` in ``mode`` split into the two halves of train_step.
+
+    That needs an even number of source rows and of target rows; the loop's ``dann`` batches are batch_size // 2
+    source rows and the rest target rows, the other modes' all one kind.
+    """
+    n_src = batch_size // 2 if mode == "dann" else batch_size
+    return n_src % 2 == 0 and (batch_size - n_src) % 2 == 0
+
+
 def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple] | None:
     """Two halves of the batch, ((x_a, y_a), (x_b, y_b)), each with half of the source and half of the target rows.
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from .backend import get_array_module, synchronize, to_device, to_numpy
 from .checkpoint import Checkpoint, save_checkpoint
-from .dann import DANN, MODES, lambda_schedule, lr_schedule, preprocess, train_step
+from .dann import DANN, MODES, halves_evenly, lambda_schedule, lr_schedule, preprocess, train_step
 from .optim import SGD
 
 __all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
@@ -182,7 +182,7 @@ class Trainer:
         n_tgt = batch_size - n_src
         if threads == 2 and self.device != "cpu":
             raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
-        if threads == 2 and (batch_size % 4 if mode == "dann" else batch_size % 2):  # halves as train_step splits
+        if threads == 2 and not halves_evenly(batch_size, mode):
             raise ValueError(f"threads=2 splits every batch into two equal halves: batch_size {batch_size} gives "
                              f"{n_src} source and {n_tgt} target rows; use a batch_size divisible by 4 in dann "
                              f"mode (by 2 otherwise), or threads=1")

@@ -10,7 +10,7 @@ import pytest
 
 from minidann.backend import blas_kernel, set_blas_threads
 from minidann.core import Tensor
-from minidann.dann import _forward_backward, build_model, build_optimizer, train_step
+from minidann.dann import _forward_backward, _split_in_halves, build_model, build_optimizer, halves_evenly, train_step
 from minidann.parallel import auto_threads, replicate
 
 
@@ -102,6 +102,19 @@ def test_a_batch_that_does_not_halve_runs_whole_on_one_thread():
     opt.step()
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("mode", ["dann", "source", "target"])
+def test_halves_evenly_says_whether_train_step_will_split_the_loops_batches(mode):
+    # the check that the example, the Trainer and the benchmark make before a step must match what train_step does
+    for batch_size in range(2, 14):
+        x, y = _batch(batch_size)
+        n_src = batch_size // 2 if mode == "dann" else batch_size
+        split = _split_in_halves(Tensor(x), y[:n_src], mode)
+        assert halves_evenly(batch_size, mode) == (split is not None), batch_size
+        if split is not None:
+            (x_a, _), (x_b, _) = split
+            assert len(x_a) == len(x_b) == batch_size // 2
 
 
 def test_auto_threads_is_two_on_a_multicore_cpu_and_one_elsewhere(monkeypatch):
