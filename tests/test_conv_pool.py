@@ -172,26 +172,30 @@ def test_kept_columns_and_re_unfolded_columns_give_the_same_weight_gradient():
         assert g.col is None, (C, needs, grad)
 
 
-@pytest.mark.parametrize("shape", [(9, 2, 7, 10, 3, 3, 5), (5, 32, 18, 18, 48, 5, 5), (1, 1, 4, 4, 2, 1, 1),
+@pytest.mark.parametrize("PH", [0, 2])
+@pytest.mark.parametrize("shape", [(9, 2, 7, 10, 3, 3, 5), (5, 32, 18, 18, 48, 5, 5), (1, 1, 5, 4, 2, 1, 1),
                                    (6, 3, 6, 9, 4, 5, 2)], ids=str)
-def test_shifted_rows_route_equals_im2col_product(shape):
-    # The CPU's stride-1 convolution unfolds along the width only and adds KH row-shifted products; im2col (kept
-    # columns) does one product over all KH*KW*C entries. The same sums, so they agree to rounding in float64,
-    # also when the batch is not a multiple of the chunk size (9 images: chunks of 4, 4, 1).
+def test_shifted_rows_route_equals_im2col_product(shape, PH):
+    # The CPU's stride-1 convolution unfolds along the width only and multiplies every input row by all KH kernel
+    # rows in one product, then adds row-shifted terms; im2col (kept columns) does one product over all KH*KW*C
+    # entries. The same sums, so they agree to rounding in float64, also when the batch is not a multiple of the
+    # chunk size (9 images: chunks of 4, 4, 1, whose Z is laid out anew) and when the route leaves out PH rows of
+    # zero padding at the top and at the bottom.
     from minidann.functions.conv import _conv_channels_last, _conv_shifted_rows
 
     N, C, HP, WP, OC, KH, KW = shape
     rng = np.random.default_rng(4)
     x_pad = rng.standard_normal((N, HP, WP, C))
+    x_pad[:, :PH] = x_pad[:, HP - PH :] = 0  # the padding rows the route is told about
     W_mat = rng.standard_normal((KH * KW * C, OC))
     b = rng.standard_normal(OC)
-    y_rows = _conv_shifted_rows(x_pad, W_mat, b, KH, KW)
+    y_rows = _conv_shifted_rows(x_pad, W_mat, b, KH, KW, PH)
     y_im2col, cols = _conv_channels_last(x_pad, W_mat, b, KH, KW, 1, 1, keep_columns=True)
     assert cols is not None  # the im2col route really ran
     assert y_rows.shape == (N, HP - KH + 1, WP - KW + 1, OC)
     np.testing.assert_allclose(y_rows, y_im2col, rtol=1e-12, atol=1e-12)
     # and the stride-1 default route on the CPU is the shifted-rows one
-    y_default, none = _conv_channels_last(x_pad, W_mat, None, KH, KW, 1, 1)
+    y_default, none = _conv_channels_last(x_pad, W_mat, None, KH, KW, 1, 1, PH=PH)
     assert none is None
     np.testing.assert_allclose(y_default + b, y_im2col, rtol=1e-12, atol=1e-12)
 

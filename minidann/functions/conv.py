@@ -19,9 +19,9 @@ no Python loop over samples or pixels. For stride 1 the input gradient skips col
 gather, is a convolution of the padded gy with the flipped kernel (see Conv2d._input_grad_flipped).
 
 On the CPU a stride-1 convolution that does not keep its columns takes a shortcut through im2col: it unfolds the
-windows along the width only and adds KH products over row-shifted views, one per kernel row (see
-_conv_shifted_rows), and its weight gradient splits the same way (_weight_grad_shifted_rows). The products are
-the same; the copy is KH times smaller.
+windows along the width only, multiplies them by all KH kernel rows in one product and adds the KH terms of each
+output row from row-shifted views (see _conv_shifted_rows); its weight gradient splits the same way, one product
+per kernel row (_weight_grad_shifted_rows). The multiplications are the same; the copy is KH times smaller.
 
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
@@ -159,7 +159,7 @@ class Conv2d(Function):
         # them (25x the size of the input) and fetching them back from memory, except when the unfold copies runs
         # of KW*C values shorter than a 64-byte cache line (conv1 of DANN: 5 * 3 floats), which is slow per byte.
         keep = KW * C * x.itemsize < 64 and is_grad_enabled() and self.needs_grad[1:2] == (True,)
-        y, col = _conv_channels_last(x_pad, W_mat, b, KH, KW, self.SH, self.SW, keep_columns=keep)
+        y, col = _conv_channels_last(x_pad, W_mat, b, KH, KW, self.SH, self.SW, keep_columns=keep, PH=self.PH)
         self.x_shape, self.W, self.x_pad, self.col = x.shape, W, x_pad, col
         return y.transpose(0, 3, 1, 2)  # (N, OC, OH, OW), a view of the channels-last result
 
@@ -226,7 +226,7 @@ class Conv2d(Function):
         OC, _, KH, KW = self.W.shape
         W_flip_mat = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * OC, C)  # [(kh, kw, oc), c]
         gy_pad = _zero_pad_hw(gy_cl, KH - 1 - self.PH, KW - 1 - self.PW)
-        gx, _ = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1)  # (N, H, W, C)
+        gx, _ = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1, PH=KH - 1 - self.PH)  # (N, H, W, C)
         return gx.transpose(0, 3, 1, 2)
 
 
@@ -246,11 +246,11 @@ def _chunks(x_pad, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int, out=Non
         yield i, col
 
 
-def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, keep_columns: bool = False):
+def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, keep_columns: bool = False, PH: int = 0):
     """Channels-last convolution of an already padded input.
 
     Args:
-        x_pad: (N, HP, WP, C) padded input.
+        x_pad: (N, HP, WP, C) padded input (PH rows of zeros at the top and at the bottom).
         W_mat: (KH*KW*C, OC), W_mat[(kh, kw, c), oc].
         b: (OC,) or None.
         keep_columns: also return every chunk's columns, written into one (N, OH, OW, KH, KW, C) array.
@@ -259,7 +259,7 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, kee
     """
     xp = get_array_module(x_pad)
     if xp is np and (SH, SW) == (1, 1) and not keep_columns:
-        return _conv_shifted_rows(x_pad, W_mat, b, KH, KW), None
+        return _conv_shifted_rows(x_pad, W_mat, b, KH, KW, PH), None
     N, HP, WP, C = x_pad.shape
     OC = W_mat.shape[1]
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
@@ -324,49 +324,56 @@ def _kernel_row_views(R, KH: int, L: int):
     return np.ndarray((KH, rows - (KH - 1) * L, K), R.dtype, buffer=R, strides=(L * s_row, s_row, s_col))
 
 
-def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
+def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int, PH: int = 0):
     """Stride-1 channels-last convolution that unfolds the windows along the width only (the CPU's route).
 
     Args:
-        x_pad: (N, HP, WP, C) padded input.
+        x_pad: (N, HP, WP, C) padded input; its first and last PH rows are zero padding.
         W_mat: (KH*KW*C, OC), W_mat[(kh, kw, c), oc].
         b: (OC,) or None.
+        PH: how many rows of zeros x_pad has at the top and at the bottom (0 is always correct, only slower).
     Returns:
         y: (N, OH, OW, OC), the same as im2col's col W_mat + b.
 
     For a chunk of n images, ``R[(h, i, ow), (kw, c)] = x_pad[i, h, ow + kw, c]`` (see _unfold_rows) holds the
-    KW*C entries of one kernel row for every input row h, KH times less to copy than im2col's columns. Its rows
-    are ordered input row first, so the entries that kernel row kh meets for output rows oh = 0 .. OH-1 of all n
-    images, input rows h = oh + kh, are the OH*n*OW consecutive rows that start at kh*n*OW: a view, no copy.
-    im2col's one product splits into KH products, one per kernel row, added up:
+    KW*C entries of one kernel row for every input row h, KH times less to copy than im2col's columns. One product
+    multiplies every row of R by every kernel row at once, with the KH kernel rows side by side as the columns of
+    W_cat[(kw, c), (kh, oc)] = W_mat[(kh, kw, c), oc]:
 
-        Y[(oh, i, ow), :] = sum_kh R[(oh + kh, i, ow), :] @ W_mat[kh*KW*C : (kh+1)*KW*C, :],
+        Z[(h, i, ow), (kh, oc)] = sum_{(kw, c)} R[(h, i, ow), (kw, c)] W_cat[(kw, c), (kh, oc)],
 
-    the same multiplications in another order. The KH products are one matmul call over stacked views
-    (_kernel_row_views) and their sum one reduction, in the order kh = 0, 1, ..., KH-1: two NumPy calls per
-    chunk instead of 2*KH - 1, which matters when two threads share Python's GIL (threads=2; each call holds it
-    for a few microseconds). Y goes back to image order (n, OH, OW, OC) in one copy that
-    also adds the bias. On a 2-core CPU this makes DANN's step faster than the im2col route (less to write,
-    no slower products); a GPU keeps im2col's single large product.
+    and output row oh collects kernel row kh's term from input row h = oh + kh:
+
+        Y[(oh, i, ow), oc] = sum_kh Z[(oh + kh, i, ow), (kh, oc)],
+
+    the same multiplications as im2col's product, in another order. The sum is one reduction over a strided view
+    of Z (_shifted_sum_view). The padding rows of x_pad are zero, so their rows of Z are zero too: R leaves them
+    out, and Z keeps them as zeros written once. Y goes back to image order (n, OH, OW, OC) in one copy that also
+    adds the bias. Why one wide product rather than KH narrow ones, one per kernel row: OpenBLAS copies
+    (packs) its operands into panels on every call, so KH products over overlapping views of R packed every row of
+    R KH times, and a product with KH*OC columns runs closer to the machine's speed than KH with OC columns.
     """
     N, HP, WP, C = x_pad.shape
     OC = W_mat.shape[1]
-    OH, OW = HP - KH + 1, WP - KW + 1
-    W_rows = W_mat.reshape(KH, KW * C, OC)  # W_rows[kh] = W_mat[(kh, :, :), :]
+    OH, OW, H = HP - KH + 1, WP - KW + 1, HP - 2 * PH  # H: the rows of x_pad that are not padding
+    W_cat = np.ascontiguousarray(W_mat.reshape(KH, KW * C, OC).transpose(1, 0, 2)).reshape(KW * C, KH * OC)
     y = np.empty((N, OH, OW, OC), dtype=x_pad.dtype)
     B = min(CPU_CHUNK, N)
-    rows_buf = np.empty(HP * B * OW * KW * C, dtype=x_pad.dtype)
+    rows_buf = np.empty(H * B * OW * KW * C, dtype=x_pad.dtype)
+    Z_buf = np.zeros(HP * B * OW * KH * OC, dtype=x_pad.dtype)  # zeros: the padding rows' part of Z
     acc_buf = np.empty(OH * B * OW * OC, dtype=x_pad.dtype)
-    terms_buf = np.empty(KH * OH * B * OW * OC, dtype=x_pad.dtype)
     b_row = _bias_per_image(b, OW)  # (OW*OC,): b for every pixel of one output row
-    windows = _row_windows(x_pad, KW)  # one view for the batch, sliced per chunk (as_strided costs ~10 us)
+    windows = _row_windows(x_pad, KW)[PH : PH + H]  # one view for the batch, sliced per chunk
     for i in range(0, N, B):
         n = min(B, N - i)
-        R = _unfold_rows(windows[:, i : i + n], rows_buf)
         L = n * OW  # rows of R per input row
-        terms = terms_buf[: KH * OH * L * OC].reshape(KH, OH * L, OC)
-        np.matmul(_kernel_row_views(R, KH, L), W_rows, out=terms)  # terms[kh] = R[kh*L : kh*L + OH*L] @ W_rows[kh]
-        acc = np.add.reduce(terms, axis=0, out=acc_buf[: OH * L * OC].reshape(OH * L, OC))  # Y[(oh, i, ow), oc]
+        R = _unfold_rows(windows[:, i : i + n], rows_buf)  # (H*L, KW*C)
+        Z = Z_buf[: HP * L * KH * OC].reshape(HP * L, KH * OC)
+        if n < B:  # a last, smaller chunk lays Z out anew: its padding rows must be zeros again
+            Z[: PH * L] = 0
+            Z[(PH + H) * L :] = 0
+        np.matmul(R, W_cat, out=Z[PH * L : (PH + H) * L])  # Z[(h, i, ow), (kh, oc)] for the rows that are not padding
+        acc = np.add.reduce(_shifted_sum_view(Z, KH, L), axis=0, out=acc_buf[: OH * L * OC].reshape(OH * L, OC))
         by_image = acc.reshape(OH, n, OW * OC).transpose(1, 0, 2)  # (n, OH, OW*OC), a view
         y_c = y[i : i + n].reshape(n, OH, OW * OC)
         if b is None:
@@ -374,6 +381,18 @@ def _conv_shifted_rows(x_pad, W_mat, b, KH: int, KW: int):
         else:
             np.add(by_image, b_row, out=y_c)  # runs of OW*OC values: one long loop per output row
     return y
+
+
+def _shifted_sum_view(Z, KH: int, L: int):
+    """(HP*L, KH*OC) -> a view (KH, OH*L, OC), OH = HP - KH + 1: [kh, oh*L + j, oc] = Z[(oh + kh)*L + j, kh*OC + oc].
+
+    The KH terms of Y[(oh, j), oc] = sum_kh Z[(oh + kh, j), (kh, oc)] stacked along the first axis, so one
+    reduction adds them: stepping kh moves one input row (L rows of Z) and one block of OC columns.
+    """
+    rows, KOC = Z.shape
+    OC = KOC // KH
+    s_row, s_col = Z.strides
+    return np.ndarray((KH, rows - (KH - 1) * L, OC), Z.dtype, buffer=Z, strides=(L * s_row + OC * s_col, s_row, s_col))
 
 
 def _weight_grad_shifted_rows(x_pad, gy, KH: int, KW: int):
