@@ -301,15 +301,16 @@ def _unfold_rows(windows, buf):
     """Copy a chunk of images' width-unfolded rows into a buffer: the CPU's stride-1 route.
 
     Args:
-        windows: (HP, n, OW, KW, C), a slice [:, i : i + n] of _row_windows(x_pad, KW).
-        buf: a flat buffer of at least HP*n*OW*KW*C entries.
+        windows: (H, n, OW, KW, C), a slice [h0 : h0 + H, i : i + n] of _row_windows(x_pad, KW): H input rows
+            (all HP, or only those that are not padding), n images.
+        buf: a flat buffer of at least H*n*OW*KW*C entries.
     Returns:
-        R: (HP*n*OW, KW*C), a view of ``buf``: R[(h, i, ow), (kw, c)] = x_pad[i, h, ow + kw, c].
+        R: (H*n*OW, KW*C), a view of ``buf``: R[(h, i, ow), (kw, c)] = x_pad[i, h0 + h, ow + kw, c].
     """
-    HP, n, OW, KW, C = windows.shape
+    H, n, OW, KW, C = windows.shape
     rows = buf[: windows.size].reshape(windows.shape)
     rows[...] = windows
-    return rows.reshape(HP * n * OW, KW * C)
+    return rows.reshape(H * n * OW, KW * C)
 
 
 def _kernel_row_views(R, KH: int, L: int):
