@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "to the CPU and says so")
     p.add_argument("--threads", choices=["auto", "1", "2"], default="auto",
                    help="CPU only: 2 runs the two halves of every batch at once on two cores, 1 one after the other "
-                        "(the same result bit for bit, see minidann/parallel.py; 2 takes about 0.6-0.7x the time on "
+                        "(the same result bit for bit, see minidann/parallel.py; 2 takes about 0.6x the time on "
                         "a 2-core machine, see docs/performance.md); auto: 2 on a CPU with at least two cores, "
                         "else 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
