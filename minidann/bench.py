@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -141,8 +142,39 @@ def _torch_network(model, dev: str):
     return feat, label, domain, GradReverse.apply
 
 
-def torch_step(device: str, batch: int, model, seed: int = 0):
-    """The same step in PyTorch, starting from minidann ``model``'s weights; None if torch is missing."""
+def set_torch_cuda_float32(torch, tf32: bool) -> str:
+    """Choose the arithmetic of PyTorch's float32 CUDA convolutions and matmuls; return it in words.
+
+    PyTorch's default lets cuDNN run float32 convolutions in TF32 (products of inputs rounded to 10 mantissa
+    bits) on Ampere and later GPUs, while CuPy's matmul, and so every minidann product, computes in IEEE float32
+    unless ``CUPY_TF32=1`` is set. ``tf32=False`` makes PyTorch compute in IEEE float32 too, the same arithmetic
+    as minidann's; ``tf32=True`` leaves PyTorch's defaults. The setting is process-wide, like PyTorch's flags.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    new_api = conv is not None and hasattr(conv, "fp32_precision")  # PyTorch 2.9 and later
+    if tf32:
+        # (with the new API only its flags are read: reading a legacy one after setting a new one raises)
+        conv_mode = conv.fp32_precision if new_api else ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+        return f"left as PyTorch has it (convolutions: {conv_mode})"
+    if new_api:
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return "ieee"
+
+
+def cupy_float32() -> str:
+    """The arithmetic of minidann's float32 products on a GPU: CuPy's matmul, IEEE unless CUPY_TF32=1."""
+    return "tf32 (CUPY_TF32=1)" if os.environ.get("CUPY_TF32", "0") == "1" else "ieee"
+
+
+def torch_step(device: str, batch: int, model, seed: int = 0, tf32: bool = False):
+    """The same step in PyTorch, starting from minidann ``model``'s weights; None if torch is missing.
+
+    On a GPU, PyTorch computes in IEEE float32 like minidann unless ``tf32`` (see :func:`set_torch_cuda_float32`).
+    """
     try:
         import torch
     except ImportError:
@@ -151,6 +183,7 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
     dev = "cuda" if device == "gpu" else "cpu"
     if dev == "cuda" and not torch.cuda.is_available():
         return None
+    float32 = set_torch_cuda_float32(torch, tf32) if dev == "cuda" else None
     feat, label, domain, grad_reverse = _torch_network(model, dev)
     opt = torch.optim.SGD([p for m in (feat, label, domain) for p in m.parameters()], lr=0.01, momentum=0.9)
     x_host, y_src = _synthetic_batch(batch, seed)
@@ -168,6 +201,7 @@ def torch_step(device: str, batch: int, model, seed: int = 0):
         if dev == "cuda":
             torch.cuda.synchronize()
 
+    step.float32 = float32  # what the benchmark reports of PyTorch's GPU arithmetic
     return step
 
 
@@ -180,15 +214,19 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, threads=(1,)) -> list[dict]:
-    """Time the DANN step of minidann for each thread count (and torch), interleaved; return the JSON rows."""
+def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, threads=(1,),
+                   torch_tf32: bool = False) -> list[dict]:
+    """Time the DANN step of minidann for each thread count (and torch), interleaved; return the JSON rows.
+
+    ``torch_tf32``: on a GPU, leave PyTorch's TF32 convolutions on (see :func:`set_torch_cuda_float32`).
+    """
     import tracemalloc
 
     impls = {}  # name -> (step, thread count or None for torch)
     for n in threads:
         md_step, model = minidann_step(device, batch, threads=n)
         impls[f"minidann/{n}"] = (md_step, n)
-    t_step = torch_step(device, batch, model) if compare_torch else None
+    t_step = torch_step(device, batch, model, tf32=torch_tf32) if compare_torch else None
     if t_step:
         impls["torch"] = (t_step, None)
     for _ in range(5):  # warm-up: allocator, BLAS threads, CuPy kernel compilation
@@ -243,14 +281,18 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, thr
             from .backend import require_gpu
 
             row["gpu_pool_mb"] = round(require_gpu().get_default_memory_pool().total_bytes() / 2**20, 1)
+            row["float32"] = cupy_float32()
         rows.append(row)
     if compare_torch and t_step is None:
         print(json.dumps({"note": "torch is not importable (or has no CUDA): comparison skipped. "
                                   "`pip install torch==2.13.0` installs the CPU build."}))
     if t_step:
-        rows.append({"impl": "torch", "device": device, "batch": batch, "steps": steps,
-                     "ms_per_step": round(statistics.median(times["torch"]), 2),
-                     "page_faults_per_step": round(faults["torch"] / steps, 1)})
+        row = {"impl": "torch", "device": device, "batch": batch, "steps": steps,
+               "ms_per_step": round(statistics.median(times["torch"]), 2),
+               "page_faults_per_step": round(faults["torch"] / steps, 1)}
+        if t_step.float32:
+            row["float32"] = t_step.float32
+        rows.append(row)
         for n in threads:
             ratio = statistics.median(times[f"minidann/{n}"]) / statistics.median(times["torch"])
             rows.append({"ratio": round(ratio, 3), "threads": n,
@@ -339,7 +381,8 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape or ()))
 
 
-def profile_step(device: str, batch: int, steps: int, compare_torch: bool = False) -> list[dict]:
+def profile_step(device: str, batch: int, steps: int, compare_torch: bool = False,
+                 torch_tf32: bool = False) -> list[dict]:
     """Where the time of a DANN step goes: time spent in each Function's forward and backward, per input shape.
 
     Every ``forward``/``backward`` of every Function subclass is wrapped with a timer (on a GPU each call then
@@ -380,7 +423,7 @@ def profile_step(device: str, batch: int, steps: int, compare_torch: bool = Fals
         return wrapper
 
     md_step, model = minidann_step(device, batch)
-    t_step = torch_step(device, batch, model) if compare_torch else None
+    t_step = torch_step(device, batch, model, tf32=torch_tf32) if compare_torch else None
     for _ in range(3):
         md_step()
         if t_step:
@@ -605,6 +648,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps (the median is reported)")
     parser.add_argument("--compare-torch", action="store_true", help="time PyTorch's same step side by side")
+    parser.add_argument("--torch-tf32", action="store_true",
+                        help="GPU: leave PyTorch's default TF32 convolutions on (otherwise PyTorch computes in IEEE "
+                             "float32, as minidann's CuPy products do unless CUPY_TF32=1)")
     parser.add_argument("--ops", action="store_true", help="also time forward + backward of single ops")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per op with --ops")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -647,7 +693,7 @@ def main(argv=None) -> int:
             print(json.dumps(row))
     if args.handoff and device == "cpu":
         print(json.dumps(core_handoff_probe()))
-    rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch, threads)
+    rows = step_benchmark(device, args.batch_size, args.steps, args.compare_torch, threads, args.torch_tf32)
     if not args.no_memory:
         for row in rows:
             if row.get("impl") == "minidann":
@@ -657,7 +703,7 @@ def main(argv=None) -> int:
     for row in rows:
         print(json.dumps(row))
     if args.profile:
-        for row in profile_step(device, args.batch_size, args.steps, args.compare_torch):
+        for row in profile_step(device, args.batch_size, args.steps, args.compare_torch, args.torch_tf32):
             print(json.dumps(row))
     return 0
 

@@ -63,6 +63,45 @@ def test_compare_torch_prints_both_and_the_ratio(capsys):
     # the ratio is of the unrounded medians; the rows show them rounded to 0.01 ms
     assert ratio["ratio"] == pytest.approx(md_row["ms_per_step"] / torch_row["ms_per_step"], rel=0.02)
     assert ratio["blocks"] == 1 and set(ratio["block_ratios"]) == {"min", "q1", "median", "q3", "max"}
+    assert "float32" not in torch_row  # TF32 is a GPU matter
+
+
+def test_gpu_comparison_makes_torch_compute_in_ieee_float32():
+    # PyTorch lets cuDNN convolutions run in TF32 by default; CuPy's products, minidann's, are IEEE float32.
+    # The flags exist in CPU builds too, so this runs wherever torch does.
+    torch = pytest.importorskip("torch")
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    new_api = conv is not None and hasattr(conv, "fp32_precision")
+    if new_api:
+        saved = conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    else:
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        conv_mode = saved[0] if new_api else ("tf32" if saved[0] else "ieee")
+        assert bench.set_torch_cuda_float32(torch, tf32=True) == f"left as PyTorch has it (convolutions: {conv_mode})"
+        now = ((conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) if new_api
+               else (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        assert now == saved  # tf32=True changes nothing
+        assert bench.set_torch_cuda_float32(torch, tf32=False) == "ieee"
+        if new_api:
+            assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
+        else:
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert bench.set_torch_cuda_float32(torch, tf32=True).endswith("(convolutions: ieee)")  # reads, not assumes
+    finally:
+        if new_api:
+            conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+        else:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("value, words", [(None, "ieee"), ("0", "ieee"), ("1", "tf32 (CUPY_TF32=1)")])
+def test_gpu_rows_say_whether_cupy_products_run_in_tf32(monkeypatch, value, words):
+    if value is None:
+        monkeypatch.delenv("CUPY_TF32", raising=False)
+    else:
+        monkeypatch.setenv("CUPY_TF32", value)
+    assert bench.cupy_float32() == words
 
 
 def test_block_ratio_spread_summarises_the_ratio_of_each_block():
