@@ -12,6 +12,7 @@ import numpy as np
 
 _cupy = None  # the cupy module once imported
 _cupy_error: str | None = None  # why importing CuPy failed, kept for the error message
+_kernel_error: str | None = None  # "" once a tiny kernel and product ran on the GPU, else why they failed
 
 
 class GPUUnavailableError(RuntimeError):
@@ -57,7 +58,32 @@ def gpu_unavailable_reason() -> str | None:
     if n == 0:
         return "CuPy is installed but no CUDA device is visible (0 devices). Fix: check CUDA_VISIBLE_DEVICES and "\
             "`nvidia-smi`, or run with --device cpu."
+    error = _cannot_run_kernels(cupy)
+    if error:
+        return (
+            f"CuPy sees {n} CUDA device(s) but cannot compute on them ({error}). The CUDA libraries CuPy loads "
+            "when it first computes (NVRTC, which compiles its kernels, and cuBLAS, for matrix products) are "
+            "probably missing. Fix: install them as wheels with `pip install 'cupy-cuda12x[ctk]'` (or "
+            "'cupy-cuda13x[ctk]', the build you have), or install the CUDA Toolkit; or run with --device cpu."
+        )
     return None
+
+
+def _cannot_run_kernels(cupy) -> str | None:
+    """Run one tiny kernel and one tiny product on the GPU, once per process: None if they work, else the error.
+
+    A CuPy that imports and counts the devices has not yet loaded NVRTC or cuBLAS: without this check a missing
+    library would surface as an error inside the first training step instead of here, with its fix.
+    """
+    global _kernel_error
+    if _kernel_error is None:
+        try:
+            x = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+            float(((x + 1) @ x).sum())  # an elementwise kernel, a cuBLAS product, a reduction; float() waits for them
+            _kernel_error = ""
+        except Exception as e:  # CuPy raises its own types (CompileException, CUDARuntimeError, ...) or OSError
+            _kernel_error = f"{type(e).__name__}: {e}"
+    return _kernel_error or None
 
 
 def gpu_available() -> bool:

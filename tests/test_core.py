@@ -183,6 +183,56 @@ def test_no_cuda_device_is_reported(monkeypatch):
         backend.require_gpu()
 
 
+def _one_device_cupy(arange):
+    """A stand-in CuPy with one device whose arrays come from ``arange`` (NumPy's, or one that fails)."""
+    class Runtime:
+        @staticmethod
+        def getDeviceCount():
+            return 1
+
+    class Cuda:
+        runtime = Runtime
+
+    class OneDeviceCupy:
+        cuda = Cuda
+        ndarray = _FakeCupyArray
+        float32 = np.float32
+
+    OneDeviceCupy.arange = staticmethod(arange)
+    return OneDeviceCupy
+
+
+def test_a_gpu_that_cannot_compute_is_reported_with_the_fix(monkeypatch):
+    # CuPy imports and counts a device, but the first kernel fails (no NVRTC): say so now, not in the first step
+    calls = []
+
+    def arange(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("CuPy failed to load libnvrtc.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(backend, "_cupy", _one_device_cupy(arange))
+    monkeypatch.setattr(backend, "_kernel_error", None)
+    with pytest.raises(backend.GPUUnavailableError,
+                       match=r"sees 1 CUDA device.*cannot compute.*libnvrtc.*cupy-cuda12x\[ctk\]"):
+        backend.require_gpu()
+    device, note = backend.resolve_device("auto")
+    assert device == "cpu" and "libnvrtc" in note  # auto falls back, and says why
+    assert len(calls) == 1  # tried once per process, not on every to_device
+
+
+def test_a_gpu_that_computes_is_usable(monkeypatch):
+    calls = []
+
+    def arange(*args, **kwargs):
+        calls.append(args)
+        return np.arange(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "_cupy", _one_device_cupy(arange))
+    monkeypatch.setattr(backend, "_kernel_error", None)
+    assert backend.gpu_available() and backend.gpu_unavailable_reason() is None
+    assert len(calls) == 1
+
+
 def test_bad_device_name():
     with pytest.raises(ValueError, match="'cpu', 'gpu' or 'auto'"):
         backend.resolve_device("tpu")
