@@ -114,8 +114,9 @@ def build_optimizer(model: Module, lr: float = 0.01, momentum: float = 0.9) -> S
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Schedules (JMLR p. 21-22). p = step / num_steps is the progress of training, from 0 to 1: not an iteration
-# count, so the schedules have the same shape whatever the number of steps.
+# Schedules (JMLR p. 21-22). p = (step - 1) / num_steps, steps counted from 1, is the progress of training, from 0
+# at the first step to (num_steps - 1) / num_steps at the last (as tf-dann): not an iteration count, so the
+# schedules have the same shape whatever the number of steps.
 
 
 def lambda_schedule(p: float, gamma: float = 10.0) -> float:
