@@ -99,19 +99,33 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (never unpickling anything).
 
     Raises:
-        CheckpointError: the file is missing, not an ``.npz``, or lacks the ``meta`` entry.
+        CheckpointError: the path is missing or a folder, the file is not an ``.npz``, or its ``meta`` entry is
+            missing or damaged.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint: give one file, such as "
+                              f"{path / 'checkpoints' / 'dann.npz'} or {path / 'dann.npz'}")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist (a run keeps its checkpoints in "
+                              "<run>/checkpoints/<mode>.npz)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # a truncated or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        # (NumPy's own message for a file that is not an .npz suggests allow_pickle=True: not for a checkpoint,
+        # which never holds pickles, so only the kind of error is kept)
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}): it is truncated or not a "
+                              "minidann checkpoint. Fix: resume from another checkpoint of the run, or start it "
+                              "again") from e
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not a minidann checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as e:
+        raise CheckpointError(f"{path} is damaged: its 'meta' entry is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is damaged: its 'meta' entry is not a JSON object")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {meta.get('format_version')}, "
                               f"this minidann reads format {FORMAT_VERSION}")

@@ -377,6 +377,18 @@ def test_checkpoint_refuses_nan_weights_and_bad_files(tmp_path):
     np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
     with pytest.raises(CheckpointError, match="not a minidann checkpoint"):
         load_checkpoint(tmp_path / "foreign.npz")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "noise.npz").write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(CheckpointError, match="truncated or not a minidann checkpoint. Fix") as info:
+        load_checkpoint(tmp_path / "noise.npz")
+    assert "allow_pickle" not in str(info.value)  # NumPy's hint to unpickle is no advice for a checkpoint
+    np.savez(tmp_path / "bad_meta.npz", meta=np.array("{not json"))
+    with pytest.raises(CheckpointError, match="'meta' entry is not valid JSON"):
+        load_checkpoint(tmp_path / "bad_meta.npz")
+    np.savez(tmp_path / "list_meta.npz", meta=np.array("[1, 2]"))
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        load_checkpoint(tmp_path / "list_meta.npz")
 
 
 def test_nan_guard_names_mode_step_lambda_lr_and_last_checkpoint(tmp_path):
