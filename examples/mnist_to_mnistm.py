@@ -30,7 +30,7 @@ import numpy as np
 
 import minidann
 from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device
-from minidann.checkpoint import CheckpointError, load_checkpoint
+from minidann.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minidann.dann import (
     MODES,
     build_model,
@@ -62,6 +62,7 @@ LOG_EVERY = 50  # steps per metrics row and per NaN check (one device -> host co
 CHECKPOINT_EVERY = 500  # steps between periodic checkpoints
 EMBED_POINTS = 500  # test images per domain in the embedding plot
 PAD_POINTS = 2000  # test images per domain for the proxy A-distance
+PAD_MIN_POINTS = 8  # the fewest it accepts (minidann.pad.proxy_a_distance)
 DATA_SEED = 0  # MNIST-M is one fixed dataset: --seed varies the weights and the batches, not the data
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -128,9 +129,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.batch_size < 2 and "dann" in args.modes:
         p.error("--batch-size must be at least 2 for dann (one source and one target image)")
-    for name in ("eval_every", "limit_train", "limit_test"):
+    for name in ("seed", "eval_every", "limit_train", "limit_test"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    # a mode draws its batch from one domain (source, target) or half from each (dann)
+    per_domain = args.batch_size if {"source", "target"} & set(args.modes) else args.batch_size - args.batch_size // 2
+    if 0 < args.limit_train < per_domain:
+        p.error(f"--limit-train {args.limit_train} leaves fewer training images per domain than one batch takes "
+                f"({per_domain} with --batch-size {args.batch_size} and these modes): use at least {per_domain}, "
+                "or 0 for all")
+    if 0 < args.limit_test < PAD_MIN_POINTS:
+        p.error(f"--limit-test must be 0 (all) or at least {PAD_MIN_POINTS}: the proxy A-distance at the end of the "
+                f"run needs {PAD_MIN_POINTS} test images per domain")
     if args.threads == "2" and not _halves(args.batch_size, args.modes):
         p.error("--threads 2 splits every batch into two equal halves (in dann mode, half of the source and half "
                 "of the target images each): use a --batch-size divisible by 4 (by 2 without dann), or --threads 1")
@@ -174,6 +184,24 @@ def new_run_dir(seed: int) -> Path:
     while out.exists():
         out, k = base.with_name(f"{base.name}-{k}"), k + 1
     return out
+
+
+#: What makes two checkpoints parts of one run: every mode starts from the seed's weights and trains on the same data
+#: with the same batches and schedule length.
+RUN_KEYS = ("seed", "steps", "batch_size", "data_used", "limit_train", "limit_test")
+
+
+def foreign_checkpoint(ckpt: Checkpoint, mode: str, cfg: dict) -> str | None:
+    """None when ``ckpt`` is mode ``mode`` of the run configured by ``cfg``, else what differs, in words."""
+    if ckpt.meta.get("mode") != mode:
+        return f"it is a checkpoint of mode {ckpt.meta.get('mode')!r}, not {mode!r}"
+    theirs = ckpt.meta.get("config")
+    if not isinstance(theirs, dict):
+        return "it holds no run configuration"
+    for key in RUN_KEYS:
+        if theirs.get(key) != cfg.get(key):
+            return f"{key.replace('_', ' ')} {theirs.get(key)!r} there, {cfg.get(key)!r} in this run"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -247,8 +275,8 @@ def _debug_step(spec: str | None, mode: str) -> int | None:
 
 
 def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainData, out: Path,
-             resume_dir: Path | None, on_row, progress: bool, args) -> tuple[dict, object]:
-    """Train (or reload) one mode; return its results and its model."""
+             resume: Checkpoint | None, on_row, progress: bool, args) -> tuple[dict, object]:
+    """Train (or reload, from ``resume``) one mode; return its results and its model."""
     rng = np.random.default_rng(cfg["seed"])  # the same seed per mode: every mode starts from the same weights
     model = build_model(rng, device)
     optimizer = build_optimizer(model)
@@ -264,14 +292,13 @@ def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainD
         nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode),
         threads=cfg["threads"],
     )
-    ckpt_path = None if resume_dir is None else resume_dir / f"{mode}.npz"
-    if ckpt_path is not None and ckpt_path.is_file():
-        trainer.restore(load_checkpoint(ckpt_path))
+    if resume is not None:
+        trainer.restore(resume)
         done = trainer.step == trainer.num_steps
-        print(f"{mode}: {'finished' if done else 'resuming'} from {ckpt_path} at step {trainer.step}", flush=True)
+        print(f"{mode}: {'finished' if done else 'resuming'} from {resume.path} at step {trainer.step}", flush=True)
         if not done:
             trainer.run()
-        elif ckpt_path != trainer.checkpoint_path:
+        elif resume.path != trainer.checkpoint_path:
             trainer.save()  # keep every mode's checkpoint in the new output folder
     else:
         trainer.run()
@@ -345,9 +372,19 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as e:
             print(f"error: --resume: {e}", file=sys.stderr)
             return EXIT_USAGE
+        if not isinstance(ckpt.meta.get("config"), dict) or ckpt.meta.get("mode") not in MODES:
+            print(f"error: --resume: {ckpt.path} holds no run of this example (no run configuration or mode in "
+                  "it); a checkpoint saved from your own code loads with minidann.checkpoint.load_checkpoint",
+                  file=sys.stderr)
+            return EXIT_USAGE
         cfg = dict(ckpt.meta["config"])
         resume_dir = ckpt.path.parent
         out = Path(args.out) if args.out else resume_dir.parent
+        if (out / "config.json").exists() and out.resolve() != resume_dir.parent.resolve():
+            print(f"error: --out {out} already holds another run, which resuming into it would overwrite; choose "
+                  f"an empty --out, or leave --out out to continue in the checkpoint's own run folder "
+                  f"{resume_dir.parent}", file=sys.stderr)
+            return EXIT_USAGE
         defaults = vars(parse_args([]))
         ignored = [f"--{f.replace('_', '-')}" for f in ("seed", "steps", "batch_size", "modes", "data", "data_dir",
                                                         "eval_every", "limit_train", "limit_test")
@@ -358,8 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = Path(args.out) if args.out else new_run_dir(args.seed)
         if (out / "config.json").exists():
-            print(f"error: {out} already holds a run; choose another --out or continue it with --resume "
-                  f"{out}/checkpoints/<mode>.npz", file=sys.stderr)
+            saved = [out / "checkpoints" / f"{m}.npz" for m in MODES if (out / "checkpoints" / f"{m}.npz").is_file()]
+            if saved:
+                print(f"error: {out} already holds a run; choose another --out or continue it with --resume "
+                      f"{saved[0]}", file=sys.stderr)
+            else:
+                print(f"error: {out} already holds a run that stopped before its first checkpoint, so there is "
+                      f"nothing to resume; delete {out} or choose another --out", file=sys.stderr)
             return EXIT_USAGE
         cfg = {
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
@@ -367,11 +409,33 @@ def main(argv: list[str] | None = None) -> int:
             "eval_every": args.eval_every, "limit_train": args.limit_train, "limit_test": args.limit_test,
             "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
             "optimizer": "SGD, momentum 0.9, lr mu_p = 0.01 / (1 + 10 p)^0.75",
-            "lambda": "lambda_p = 2 / (1 + exp(-10 p)) - 1, p = step / steps",
+            "lambda": "lambda_p = 2 / (1 + exp(-10 p)) - 1, p = (step - 1) / steps",
             "init": "truncated normal std 0.1 weights, bias 0.1 (tf-dann)",
             "preprocessing": "MNIST binarised (x > 0 -> 255) and repeated to 3 channels; minus the per-channel "
                              "pixel mean of MNIST-train + MNIST-M-train; divided by 255",
         }
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file; the run needs a folder: choose another --out", file=sys.stderr)
+        return EXIT_USAGE
+    # On --resume, every mode's checkpoint in that folder must belong to this run: checked before anything is
+    # written, so a refused resume leaves the run as it was.
+    resumed = {}  # mode -> its checkpoint
+    if resume_dir is not None:
+        resumed[ckpt.meta["mode"]] = ckpt  # whatever its file is called
+        for mode in cfg["modes"]:
+            path = resume_dir / f"{mode}.npz"
+            if mode in resumed or not path.is_file():
+                continue
+            try:
+                resumed[mode] = load_checkpoint(path)
+            except CheckpointError as e:
+                print(f"error: --resume: {e}. Fix: delete {path} to train mode {mode} again", file=sys.stderr)
+                return EXIT_USAGE
+            other = foreign_checkpoint(resumed[mode], mode, cfg)
+            if other:
+                print(f"error: --resume: {path} belongs to another run ({other}). Fix: delete it to train mode "
+                      f"{mode} again with this run's configuration", file=sys.stderr)
+                return EXIT_USAGE
     cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
     # The thread count is how the run uses this machine, not part of its configuration (it never changes the
     # numbers; see minidann/parallel.py), so a resumed run takes it from the flag like the device.
@@ -414,11 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # metrics.csv: on resume, keep the rows each mode's checkpoint covers
     old_rows = read_metrics((resume_dir.parent if resume_dir else out) / "metrics.csv")
-    covered = {}
-    if resume_dir is not None:
-        for mode in cfg["modes"]:
-            path = resume_dir / f"{mode}.npz"
-            covered[mode] = load_checkpoint(path).meta["step"] if path.is_file() else 0
+    covered = {mode: c.meta["step"] for mode, c in resumed.items()}
     writer = MetricsWriter(out / "metrics.csv", [r for r in old_rows if r["step"] <= covered.get(r["mode"], 0)])
 
     plot_sample_grid(test.source_images, test.target_images, out / "samples.png")
@@ -427,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     models = {}
     try:
         for mode in cfg["modes"]:
-            results["modes"][mode], models[mode] = run_mode(mode, cfg, device, train, test, out, resume_dir, writer,
-                                                            progress, args)
+            results["modes"][mode], models[mode] = run_mode(mode, cfg, device, train, test, out, resumed.get(mode),
+                                                            writer, progress, args)
             r = results["modes"][mode]
             print(f"{mode}: MNIST {r['source_acc']:.4f}, MNIST-M {r['target_acc']:.4f}, {r['steps']} steps in "
                   f"{r['seconds']:.1f} s ({r['ms_per_step']:.1f} ms/step)", flush=True)

@@ -231,3 +231,104 @@ def test_two_threads_need_a_batch_that_halves_evenly(tmp_path, data_dir, capsys)
         example.parse_args(tiny_args(data_dir, tmp_path / "run", "--threads", "2", "--batch-size", "6"))
     assert info.value.code == 2
     assert "--batch-size divisible by 4" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    """A finished tiny run (source and dann, 8 steps each) for the resume guards below to copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert example.main(tiny_args(data_dir, out, steps=8)) == 0
+    return out
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_to_write_into_another_run(tmp_path, finished_run, capsys):
+    victim = _copy_run(finished_run, tmp_path / "victim")
+    before = _snapshot(victim)
+    other = _copy_run(finished_run, tmp_path / "other")
+    code, _, err = run(["--resume", str(other / "checkpoints" / "dann.npz"), "--out", str(victim), "--device", "cpu",
+                        "--no-progress"], capsys)
+    assert code == 2 and f"--out {victim} already holds another run" in err and "leave --out out" in err
+    assert _snapshot(victim) == before  # nothing of it was touched
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_beside_it(tmp_path, data_dir, finished_run, capsys):
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    stranger = tmp_path / "stranger"  # the same modes, another batch size
+    assert example.main(tiny_args(data_dir, stranger, steps=8)[:-2] + ["--seed", "0", "--batch-size", "4"]) == 0
+    capsys.readouterr()
+    (run_dir / "checkpoints" / "source.npz").write_bytes((stranger / "checkpoints" / "source.npz").read_bytes())
+    before = _snapshot(run_dir)
+    code, _, err = run(["--resume", str(run_dir / "checkpoints" / "dann.npz"), "--device", "cpu", "--no-progress"],
+                       capsys)
+    assert code == 2 and "source.npz belongs to another run (batch size 4 there, 8 in this run)" in err
+    assert "delete it to train mode source again" in err
+    assert _snapshot(run_dir) == before  # refused before config.json or metrics.csv were rewritten
+    # a damaged one beside it is refused the same way, with the fix
+    (run_dir / "checkpoints" / "source.npz").write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = run(["--resume", str(run_dir / "checkpoints" / "dann.npz"), "--device", "cpu", "--no-progress"],
+                       capsys)
+    assert code == 2 and "cannot read checkpoint" in err and "to train mode source again" in err
+
+
+def test_resume_uses_the_checkpoint_given_whatever_its_name(tmp_path, finished_run, capsys):
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    copy = run_dir / "checkpoints" / "dann-backup.npz"
+    (run_dir / "checkpoints" / "dann.npz").rename(copy)
+    code, stdout, _ = run(["--resume", str(copy), "--device", "cpu", "--no-progress", "--out", str(tmp_path / "new")],
+                          capsys)
+    assert code == 0 and f"dann: finished from {copy}" in stdout
+
+
+def test_resume_refuses_a_checkpoint_without_a_run_configuration(tmp_path, capsys):
+    from minidann.checkpoint import save_checkpoint
+    from minidann.dann import build_model
+
+    path = save_checkpoint(tmp_path / "mine.npz", build_model(np.random.default_rng(0)), step=3)
+    code, _, err = run(["--resume", str(path), "--device", "cpu"], capsys)
+    assert code == 2 and "holds no run of this example" in err and "load_checkpoint" in err
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_not_offered_for_resume(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, _, err = run(tiny_args(data_dir, out), capsys)
+    assert code == 2 and "stopped before its first checkpoint" in err and "--resume" not in err
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "source.npz").write_bytes(b"")
+    code, _, err = run(tiny_args(data_dir, out), capsys)
+    assert code == 2 and f"--resume {out / 'checkpoints' / 'source.npz'}" in err
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, data_dir, capsys):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    code, _, err = run(tiny_args(data_dir, out), capsys)
+    assert code == 2 and "is a file" in err and out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--batch-size", "16", "--limit-train", "5"], "--limit-train 5 leaves fewer training images per domain than "
+                                                   "one batch takes (16"),
+    (["--batch-size", "16", "--limit-train", "8", "--modes", "dann"], None),  # dann takes 8 per domain: fine
+    (["--limit-test", "3"], "--limit-test must be 0 (all) or at least 8"),
+])
+def test_limits_and_seed_are_checked_before_anything_runs(capsys, flags, message):
+    if message is None:
+        example.parse_args(flags)
+        return
+    with pytest.raises(SystemExit) as info:
+        example.parse_args(flags)
+    assert info.value.code == 2 and message in capsys.readouterr().err
