@@ -96,10 +96,18 @@ def test_cache_round_trip_and_key(tmp_path):
     assert other.cache_path != first.cache_path and len(list(tmp_path.glob("mnistm-*.npz"))) == 3
 
 
-def test_damaged_cache_is_rebuilt(tmp_path):
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped byte"])
+def test_damaged_cache_is_rebuilt(tmp_path, damage):
     train, test, photos = _inputs()
     first = build_mnistm(train, test, photos, seed=0, cache_dir=tmp_path)
-    first.cache_path.write_bytes(b"garbage")
+    raw = bytearray(first.cache_path.read_bytes())
+    if damage == "garbage":
+        raw = b"garbage"
+    elif damage == "truncated":  # a zip without its central directory: zipfile.BadZipFile
+        raw = raw[: len(raw) // 2]
+    else:  # one byte of the data changed: a CRC error (BadZipFile) when the member is read
+        raw[len(raw) // 3] ^= 0xFF
+    first.cache_path.write_bytes(bytes(raw))
     again = build_mnistm(train, test, photos, seed=0, cache_dir=tmp_path)
     np.testing.assert_array_equal(again.train, first.train)
     with np.load(first.cache_path, allow_pickle=False) as npz:

@@ -138,7 +138,7 @@ def read_idx(path: str | os.PathLike, kind: str) -> tuple[np.ndarray, bytes]:
             raise DataError(f"{path}: images are {rows}x{cols}, MNIST images are 28x28. {_FIX}")
     payload = len(raw) - header_len
     if payload != count * item:
-        what = "truncated" if payload < count * item else "has trailing bytes"
+        what = "is truncated" if payload < count * item else "has trailing bytes"
         raise DataError(
             f"{path}: payload is {payload} bytes but the header declares {count} {kind} "
             f"({count * item} bytes): the file {what}. {_FIX}"
