@@ -252,6 +252,14 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     if mode != "dann" and n_src != N:
         raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
 
+    dtype = model.parameters()[0].dtype
+    if x.dtype != dtype:  # caught here, not after a whole forward and backward pass in the optimizer
+        raise TypeError(f"train_step: x is {x.dtype} but the model's parameters are {dtype}: give the batch in "
+                        f"{dtype} (minidann.dann.preprocess returns float32 images; or x.astype(np.float32))")
+    if not (math.isfinite(lr) and lr >= 0):  # a negative lr would ascend the loss, a NaN one ruin every weight
+        raise ValueError(f"train_step: lr must be a finite number >= 0, got {lr}")
+    if mode == "dann" and not math.isfinite(lambd):
+        raise ValueError(f"train_step: lambd must be a finite number, got {lambd}")
     if threads not in (1, 2):
         raise ValueError(f"threads must be 1 or 2, got {threads!r}")
     on_cpu = get_array_module(x.data) is np

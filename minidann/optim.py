@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -22,8 +23,8 @@ class SGD:
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD got an empty parameter list")
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD needs lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}")
+        if not all(math.isfinite(v) and v >= 0 for v in (lr, momentum, weight_decay)):  # (NaN >= 0 is False too)
+            raise ValueError(f"SGD needs finite lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.velocities = [None] * len(self.params)
 

@@ -30,6 +30,7 @@ from minidann.dann import (
     preprocess,
     train_step,
 )
+from minidann.optim import SGD
 from minidann.train import METRIC_COLUMNS, DomainData, EpochSampler, Trainer, TrainingDiverged, TrainingInterrupted
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,6 +233,20 @@ def test_train_step_rejects_bad_batches():
         train_step(model, opt, x, y, "dann", 0.5, 0.01)  # no target rows
     with pytest.raises(ValueError, match="source"):
         train_step(model, opt, x, y[:4], "source", 0.5, 0.01)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(TypeError, match=r"x is float64 but the model's parameters are float32.*astype"):
+        train_step(model, opt, x.astype(np.float64), y[:4], "dann", 0.5, 0.01)
+    with pytest.raises(TypeError, match="x is uint8"):
+        train_step(model, opt, (x * 0).astype(np.uint8), y[:4], "dann", 0.5, 0.01)  # raw images, not preprocessed
+    for lr in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+            train_step(model, opt, x, y[:4], "dann", 0.5, lr)
+    with pytest.raises(ValueError, match="lambd must be a finite number"):
+        train_step(model, opt, x, y[:4], "dann", float("nan"), 0.01)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))  # untouched
+    for bad in ({"lr": float("nan")}, {"lr": -1.0}, {"lr": 0.1, "momentum": float("inf")}):
+        with pytest.raises(ValueError, match="SGD needs finite lr, momentum, weight_decay >= 0"):
+            SGD(model.parameters(), **bad)
 
 
 def test_a_few_dann_steps_lower_the_label_loss():
