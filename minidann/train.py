@@ -302,7 +302,9 @@ class Trainer:
             raise TrainingDiverged(
                 f"non-finite loss in mode {self.mode!r} at step {step} of {self.num_steps} ({what}; "
                 f"lambda {lambd:.6g}, lr {lr:.6g}). Training stopped; {self._last_good()}. Losses are checked "
-                f"every {self.log_every} steps (log_every)."
+                f"every {self.log_every} steps (log_every). Fix: check that the batches are preprocessed float32 "
+                f"images (minidann.dann.preprocess) and any backward you changed (python -m minidann.gradcheck); "
+                f"then resume from the last good checkpoint."
             )
         mean = values.mean(axis=0) if len(values) else np.full(3, np.nan)
         _, lambd, lr = self.schedule(self.step)
