@@ -75,6 +75,8 @@ def _header(magic, count, rows=28, cols=28):
         ("labels", _header(2049, 3) + bytes([1, 10, 2]), "label 10"),
         ("images", _header(2051, 1, 32, 32) + bytes(32 * 32), "32x32"),
         ("images", b"\x00\x00", "shorter than"),
+        ("images", _header(2051, 0), "0 images: the file holds no data"),
+        ("labels", _header(2049, 0), "0 labels"),
     ],
 )
 @pytest.mark.parametrize("gz", [False, True])

@@ -113,8 +113,8 @@ def read_idx(path: str | os.PathLike, kind: str) -> tuple[np.ndarray, bytes]:
         file bytes (for checksums).
 
     Raises:
-        DataError: wrong magic, dimensions other than 28x28, a count over the limit, a payload shorter or longer
-            than the header says, or labels outside 0-9. The message names the file.
+        DataError: wrong magic, dimensions other than 28x28, a count of 0 or over the limit, a payload shorter or
+            longer than the header says, or labels outside 0-9. The message names the file.
     """
     path = Path(path)
     if kind not in ("images", "labels"):
@@ -132,6 +132,8 @@ def read_idx(path: str | os.PathLike, kind: str) -> tuple[np.ndarray, bytes]:
         )
     if count > MAX_ITEMS:
         raise DataError(f"{path}: header declares {count} items, more than the limit {MAX_ITEMS}. {_FIX}")
+    if count == 0:  # a valid IDX file, but nothing to train or test on (and every later step would fail on it)
+        raise DataError(f"{path}: header declares 0 {kind}: the file holds no data. {_FIX}")
     if kind == "images":
         rows, cols = struct.unpack(">II", raw[8:16])
         if (rows, cols) != (28, 28):
