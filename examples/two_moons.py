@@ -18,16 +18,16 @@ authors' uniform initialisation; G_d starts at zero, as theirs. The baseline ("N
 trained identically, except that the GRL coefficient is 0: its domain regressor still learns, but no gradient from
 it reaches the hidden layer.
 
-Choices we made, and why. 300 epochs of 300 steps (90,000 steps, about 8 s per network on one CPU core), where
-the authors' code runs 500: in a 16-seed sweep of a vectorised NumPy re-implementation of this same algorithm, 300
-and 500 epochs gave the same mean target accuracy (DANN 0.87, baseline 0.73 and 0.72), and 300 takes 60% of the
-time. Glorot-scale initialisation mattered for the baseline more than for DANN (with He-scale weights the baseline
-reached 0.78 and DANN 0.87), so we kept the authors' scale. The learning rate 0.05 is the authors' too; at 0.1 DANN fell
-below the baseline, and 0.02-0.03 gained less in the same number of steps. With a fixed seed both
-networks start from the same weights and see the same points in the same order. Per-sample SGD with lambda = 6 is
-noisy: the final iterate's target accuracy varies by several points with the seed (this script, seeds 0-4: DANN
-0.949 0.837 0.873 0.866 0.910, baseline 0.852 0.848 0.782 0.803 0.844), so compare several seeds. We report the final
-iterate, never a checkpoint picked on target labels.
+Choices we made, and why. 300 epochs of 300 steps (90,000 steps, 8 to 33 s per network on one CPU core, depending on
+the machine), where the authors' code runs 500: in a 16-seed sweep of a vectorised NumPy re-implementation of this
+same algorithm, 300 and 500 epochs gave the same mean target accuracy (DANN 0.87, baseline 0.73 and 0.72), and 300
+takes 60% of the time. Glorot-scale initialisation mattered for the baseline more than for DANN (with He-scale
+weights the baseline reached 0.78 and DANN 0.87), so we kept the authors' scale. The learning rate 0.05 is the
+authors' too; at 0.1 DANN fell below the baseline, and 0.02-0.03 gained less in the same number of steps. With a
+fixed seed both networks start from the same weights and see the same points in the same order. Per-sample SGD with
+lambda = 6 is noisy: the final iterate's target accuracy varies by several points with the seed (this script, seeds
+0-4: DANN 0.949 0.837 0.873 0.866 0.910, baseline 0.852 0.848 0.782 0.803 0.844), so compare several seeds. We report
+the final iterate, never a checkpoint picked on target labels.
 
 Run:
     python examples/two_moons.py --out runs/two_moons
