@@ -60,8 +60,12 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
         The worst relative error over all checked elements (see :func:`rel_error`).
 
     Raises:
-        AssertionError naming the input, the element, the analytic and numeric values and the relative error.
+        AssertionError naming the input, the element, the analytic and numeric values and the relative error;
+            also when a gradient, an input or ``gy`` holds NaN or infinity (no comparison can pass then).
+        ValueError: ``eps`` not positive, ``fn`` not returning one Tensor, ``gy`` of the wrong shape.
     """
+    if not eps > 0:
+        raise ValueError(f"check_backward: eps must be a small positive step such as 1e-6, got {eps}")
     xs, names = [], []
     for i, x in enumerate(inputs):
         data = x.data if isinstance(x, Tensor) else x
@@ -81,11 +85,20 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
     if not checked:
         raise ValueError("check_backward: no float input or parameter to check")
 
+    for t, name in checked:
+        if not np.isfinite(to_numpy(t.data)).all():
+            raise AssertionError(f"gradient check of {name}: it holds NaN or infinity, where no gradient can be "
+                                 "checked; give finite values")
     y = fn(*xs)
+    if not isinstance(y, Tensor):
+        raise ValueError(f"check_backward: fn must return one Tensor (the output of a Function or Module), got "
+                         f"{type(y).__name__}; to check one output of several, wrap fn, e.g. lambda x: fn(x)[0]")
     xp = get_array_module(y.data)
     if gy is None:
         gy = np.random.default_rng(seed).standard_normal(y.shape)
     gy = xp.asarray(to_device(np.asarray(to_numpy(gy), np.float64), "gpu" if xp is not np else "cpu"))
+    if not bool(xp.isfinite(gy).all()):
+        raise AssertionError("gradient check: gy holds NaN or infinity; give a finite upstream gradient")
     y.backward(gy)
 
     def objective() -> float:
@@ -104,6 +117,11 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
                 return objective()
             numeric = numerical_grad(on_host, host, eps)
             t.data = xp.asarray(host)
+        for what, values in (("analytic (backward)", analytic), ("numeric (finite differences)", numeric)):
+            if not np.isfinite(values).all():  # NaN compares False with everything: it would pass the test below
+                idx = tuple(int(k) for k in np.argwhere(~np.isfinite(values))[0])
+                raise AssertionError(f"gradient check failed for {name} (shape {t.shape}): the {what} gradient is "
+                                     f"{values[idx]} at element {idx}")
         err = np.abs(analytic - numeric)
         bad = err > atol + rtol * np.abs(numeric)
         rel = rel_error(analytic, numeric)

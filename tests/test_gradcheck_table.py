@@ -60,6 +60,40 @@ def test_checker_catches_transposed_gradient():
         check_backward(lambda t: TransposedGy()(t), [x])
 
 
+class NanGrad(Function):
+    """A planted bug: the backward returns NaN (say, 0 / 0 in a student's formula)."""
+
+    def forward(self, x):
+        return x * 3.0
+
+    def backward(self, gy):
+        return gy * np.nan
+
+
+def test_checker_fails_on_nan_gradients_inputs_and_upstream():
+    # NaN compares False with every tolerance: without its own check, a NaN gradient would pass
+    x = np.random.default_rng(0).standard_normal((3, 3))
+    with pytest.raises(AssertionError, match=r"input 0 .*the analytic \(backward\) gradient is nan at element"):
+        check_backward(lambda t: NanGrad()(t), [x])
+    x_nan = x.copy()
+    x_nan[1, 2] = np.inf
+    with pytest.raises(AssertionError, match="input 0: it holds NaN or infinity"):
+        check_backward(lambda t: t * 2.0, [x_nan])
+    with pytest.raises(AssertionError, match="gy holds NaN or infinity"):
+        check_backward(lambda t: t * 2.0, [x], gy=np.full((3, 3), np.nan))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan")])
+def test_checker_needs_a_positive_step(eps):
+    with pytest.raises(ValueError, match="eps must be a small positive step"):
+        check_backward(lambda t: t * 2.0, [np.ones(3)], eps=eps)
+
+
+def test_checker_needs_fn_to_return_one_tensor():
+    with pytest.raises(ValueError, match=r"fn must return one Tensor .*got tuple.*lambda x: fn\(x\)\[0\]"):
+        check_backward(lambda t: (t * 2.0, t), [np.ones(3)])
+
+
 def test_transposed_gradient_would_pass_with_an_all_ones_upstream():
     # Why the upstream gradient is random: with gy = 1 the transposed routing is invisible.
     x = np.random.default_rng(0).standard_normal((3, 3))
