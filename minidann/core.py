@@ -3,7 +3,9 @@
 A :class:`Function` computes on raw arrays (NumPy or CuPy) in ``forward`` and returns one gradient per input
 in ``backward``. Calling a Function on tensors records the graph: the output remembers its ``creator``, the
 creator remembers its ``inputs``. ``Tensor.backward`` walks that graph once, in reverse topological order,
-adding each input's gradient to what it already has (a tensor used twice gets the sum of both gradients).
+summing the gradients that reach each tensor (a tensor used twice gets the sum of both). Leaves (Parameters and
+inputs) add the result to the ``.grad`` they already have, so call ``zero_grad`` between steps; the tensors made
+by Functions start every walk from nothing.
 """
 
 from __future__ import annotations
@@ -66,19 +68,28 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
 
     def backward(self, gy=None, retain_grad: bool = False) -> None:
-        """Compute d(self)/d(t) for every tensor t that requires a gradient, and add it to ``t.grad``.
+        """Compute d(self)/d(t) for every tensor t that requires a gradient: added to ``t.grad`` for leaves.
 
         Args:
-            gy: upstream gradient, same shape as ``self``; defaults to ones (a scalar loss).
+            gy: upstream gradient (array, number, list or Tensor), same shape as ``self``; defaults to ones
+                (a scalar loss).
             retain_grad: keep ``.grad`` on intermediate tensors too (by default only leaves keep it,
-                which frees memory as the walk goes).
+                which frees memory as the walk goes). Each walk sets them anew.
+        Raises:
+            RuntimeError: ``self`` does not require a gradient (computed under no_grad, or from constants).
+            ValueError: ``gy`` of another shape; a Function's backward that returns the wrong number of
+                gradients, None for an input that needs one, or a gradient of another shape than its input.
         """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require a gradient: it was computed under no_grad() "
+                               "or from tensors that do not require one (data, not Parameters), so no gradient "
+                               "can reach anything. Fix: compute the loss outside no_grad() from the model's output")
         xp = get_array_module(self.data)
         if gy is None:
             gy = xp.ones_like(self.data)
+        gy = xp.asarray(gy.data if isinstance(gy, Tensor) else gy, dtype=self.dtype)  # numbers, lists, Tensors
         if gy.shape != self.shape:
             raise ValueError(f"backward: gy has shape {gy.shape}, expected the output's shape {self.shape}")
-        self.grad = gy
 
         # Reverse topological order of the tensors made by functions, found by an iterative depth-first
         # search (no recursion limit on deep graphs): a tensor comes after every tensor computed from it.
@@ -94,14 +105,32 @@ class Tensor:
             stack.append((t, True))
             stack.extend((x, False) for x in t.creator.inputs if x.requires_grad)
 
+        # Only this walk's gradients may be summed: a .grad left on a tensor of the graph by an earlier walk
+        # (retain_grad, or a loss that was backpropagated before) must not be added in. Leaves (Parameters,
+        # inputs) keep accumulating across walks, as documented above.
+        for t in order:
+            t.grad = None
+        self.grad = gy
+
         for t in reversed(order):
             f = t.creator
             gxs = f.backward(t.grad)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for x, gx in zip(f.inputs, gxs, strict=True):
-                if gx is None or not x.requires_grad:
+            gxs = tuple(gxs) if isinstance(gxs, (tuple, list)) else (gxs,)
+            if len(gxs) != len(f.inputs):
+                raise ValueError(f"{type(f).__name__}.backward returned {len(gxs)} gradient(s) for its "
+                                 f"{len(f.inputs)} input(s): return one per input, None where none is needed")
+            for i, (x, gx) in enumerate(zip(f.inputs, gxs, strict=True)):
+                if not x.requires_grad:
                     continue
+                if gx is None:
+                    raise ValueError(f"{type(f).__name__}.backward returned None for input {i}, which needs a "
+                                     f"gradient (needs_grad[{i}] is True)")
+                if gx.shape != x.shape:
+                    raise ValueError(f"{type(f).__name__}.backward returned a gradient of shape {gx.shape} for "
+                                     f"input {i} of shape {x.shape}: a gradient has its input's shape (sum over "
+                                     f"the axes that broadcasting added)")
+                if gx.dtype != x.dtype:  # a float64 constant upstream must not turn float32 weights' grads float64
+                    gx = gx.astype(x.dtype)
                 # Out of place: a tensor that feeds two ops (DANN's features feed both heads) gets the sum.
                 x.grad = gx if x.grad is None else x.grad + gx
             if not retain_grad and t is not self:
@@ -189,6 +218,12 @@ class Function:
     needs_grad: tuple[bool, ...] = ()
 
     def __call__(self, *inputs) -> Tensor:
+        if self.__dict__.get("_called"):
+            # forward keeps on self what this call's backward needs: a second call would overwrite it
+            name = type(self).__name__
+            raise RuntimeError(f"this {name} was called already: a Function object is one node of the graph. "
+                               f"Create a new one for every call, e.g. {name}(...)(x)")
+        self._called = True
         inputs = tuple(as_tensor(x) for x in inputs)
         get_array_module(*(x.data for x in inputs))  # raises TypeError if NumPy and CuPy are mixed
         self.needs_grad = tuple(x.requires_grad for x in inputs)

@@ -6,6 +6,7 @@ import pytest
 import minidann as md
 import minidann.functions as F
 from minidann import backend
+from minidann.core import Function, Tensor
 
 
 def test_fan_out_accumulates_gradients():
@@ -319,3 +320,89 @@ def test_tiny_network_learns():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ---- the backward walk guards what students can get wrong ----
+
+class _Square(Function):
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, gy):
+        return 2 * self.x * gy
+
+
+def test_a_function_object_is_called_once():
+    # a second call would overwrite what the first call's backward needs (the gradients came out wrong before)
+    sq = _Square()
+    sq(Tensor(np.ones(3), requires_grad=True))
+    with pytest.raises(RuntimeError, match=r"this _Square was called already.*new one for every call"):
+        sq(Tensor(np.ones(3), requires_grad=True))
+
+
+def test_gradients_of_an_earlier_walk_are_not_summed_in():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    loss = (x * 2.0 * 3.0).sum()
+    loss.backward(retain_grad=True)
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0, 6.0])
+    x.grad = None
+    loss.backward(retain_grad=True)  # the intermediates still hold the first walk's gradients
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0, 6.0])
+    first = (x * x).sum()
+    first.backward()  # first.grad is now 1
+    x.grad = None
+    (first + (x * 1.0).sum()).backward()  # first is an intermediate of this graph: its old grad must not count
+    np.testing.assert_array_equal(x.grad, 2 * x.data + 1)
+    x.grad = None
+    (x * 1.0).sum().backward()
+    (x * 1.0).sum().backward()  # leaves accumulate across walks, as documented
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
+class _BadBackward(Function):
+    def __init__(self, returns):
+        self.returns = returns
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return self.returns(gy)
+
+
+@pytest.mark.parametrize("returns, message", [
+    (lambda gy: (gy, gy), r"returned a gradient of shape \(2, 3\) for input 1 of shape \(3,\).*sum over the axes"),
+    (lambda gy: gy, r"returned 1 gradient\(s\) for its 2 input\(s\)"),
+    (lambda gy: (gy, None), "returned None for input 1, which needs a gradient"),
+])
+def test_the_walk_checks_what_a_backward_returns(returns, message):
+    a = Tensor(np.ones((2, 3)), requires_grad=True)
+    b = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match="_BadBackward.backward " + message):
+        _BadBackward(returns)(a, b).sum().backward()
+
+
+def test_a_list_of_gradients_is_accepted_and_a_float64_constant_keeps_float32_gradients():
+    a = Tensor(np.ones((2, 3)), requires_grad=True)
+    b = Tensor(np.ones((2, 3)), requires_grad=True)
+    _BadBackward(lambda gy: [gy, 2 * gy])(a, b).sum().backward()
+    np.testing.assert_array_equal(b.grad, np.full((2, 3), 2.0))
+    lin = md.Linear(4, 2, rng=np.random.default_rng(0))
+    (lin(np.ones((3, 4), np.float32)) * np.ones((3, 2))).sum().backward()  # float64 mask after a float32 layer
+    assert lin.W.grad.dtype == np.float32 and lin.b.grad.dtype == np.float32
+    md.SGD(lin.parameters(), lr=0.1).step()  # which used to fail on the float64 gradients
+
+
+def test_backward_needs_something_to_differentiate_and_accepts_plain_gy():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with md.no_grad():
+        loss = (x * x).sum()
+    with pytest.raises(RuntimeError, match=r"does not require a gradient: it was computed under no_grad\(\)"):
+        loss.backward()
+    y = x * 3.0
+    y.backward([1.0, 2.0])  # a list
+    np.testing.assert_array_equal(x.grad, [3.0, 6.0])
+    x.grad = None
+    (x * x).sum().backward(Tensor(np.array(2.0)))  # a Tensor
+    np.testing.assert_array_equal(x.grad, [4.0, 8.0])
