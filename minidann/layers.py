@@ -56,11 +56,22 @@ class Module:
         raise NotImplementedError
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield ("conv1.W", param) pairs, depth first, in assignment order."""
+        """Yield ("conv1.W", param) pairs, depth first, in assignment order; each Parameter once.
+
+        A layer used twice (shared weights) has its parameters under its first name only: listed twice, an
+        optimizer would update them twice per step.
+        """
+        seen = set()
+        for name, p in self._named_parameters_all(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _named_parameters_all(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, p in self._params.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._named_parameters_all(prefix + name + ".")
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
@@ -92,11 +103,13 @@ class Module:
         if missing or unexpected:
             raise ValueError(f"state dict does not match the model: missing {sorted(missing)}, "
                              f"unexpected {sorted(unexpected)}")
+        values = {name: np.asarray(state[name]) for name in own}
+        for name, p in own.items():  # every entry checked before any is copied: no half-loaded model
+            if values[name].shape != p.shape:
+                raise ValueError(f"state dict entry {name!r} has shape {values[name].shape}, the model expects "
+                                 f"{p.shape}")
         for name, p in own.items():
-            value = np.asarray(state[name])
-            if value.shape != p.shape:
-                raise ValueError(f"state dict entry {name!r} has shape {value.shape}, the model expects {p.shape}")
-            p.data = to_device(value.astype(p.dtype), device_of(p.data))
+            p.data = to_device(values[name].astype(p.dtype), device_of(p.data))
 
 
 class Linear(Module):

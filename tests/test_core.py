@@ -406,3 +406,26 @@ def test_backward_needs_something_to_differentiate_and_accepts_plain_gy():
     x.grad = None
     (x * x).sum().backward(Tensor(np.array(2.0)))  # a Tensor
     np.testing.assert_array_equal(x.grad, [4.0, 8.0])
+
+
+def test_a_layer_used_twice_is_one_set_of_parameters():
+    rng = np.random.default_rng(0)
+    lin = md.Linear(3, 3, rng=rng)
+    net = md.Sequential(lin, md.ReLU(), lin)  # shared weights
+    assert [n for n, _ in net.named_parameters()] == ["0.W", "0.b"]
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    net(x).sum().backward()  # both uses add into the one gradient
+    W0, gW = lin.W.data.copy(), lin.W.grad.copy()
+    md.SGD(net.parameters(), lr=0.1).step()
+    np.testing.assert_allclose(lin.W.data, W0 - 0.1 * gW, rtol=1e-6)  # one step, not two
+    assert set(net.state_dict()) == {"0.W", "0.b"}
+
+
+def test_load_state_dict_checks_every_entry_before_copying_any():
+    net = md.Sequential(md.Linear(3, 2, rng=np.random.default_rng(0)), md.Linear(2, 2, rng=np.random.default_rng(1)))
+    before = net.state_dict()
+    bad = {k: v + 1 for k, v in before.items()}
+    bad["1.b"] = np.zeros(5, np.float32)  # the last entry is wrong
+    with pytest.raises(ValueError, match=r"'1.b' has shape \(5,\)"):
+        net.load_state_dict(bad)
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())  # nothing was half-loaded
