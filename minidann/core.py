@@ -50,6 +50,9 @@ class Tensor:
             data = data.data
         if get_array_module(data) is np:
             data = np.asarray(data)
+        if requires_grad and data.dtype.kind != "f":  # integer gradients would round every step to nothing
+            raise TypeError(f"only floating-point tensors can require a gradient, got {data.dtype}: convert "
+                            f"first, e.g. x.astype(np.float32)")
         self.data = data
         self.grad = None
         self.creator: Function | None = None

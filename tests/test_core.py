@@ -429,3 +429,13 @@ def test_load_state_dict_checks_every_entry_before_copying_any():
     with pytest.raises(ValueError, match=r"'1.b' has shape \(5,\)"):
         net.load_state_dict(bad)
     assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())  # nothing was half-loaded
+
+
+def test_integer_tensors_are_not_truncated_and_cannot_require_a_gradient():
+    np.testing.assert_array_equal((Tensor(np.array([1, 2, 3])) * 0.5).data, [0.5, 1.0, 1.5])
+    np.testing.assert_array_equal((Tensor(np.array([-2, 0, 3])) + 0.5).data, [-1.5, 0.5, 3.5])
+    np.testing.assert_array_equal((Tensor(np.array([1, 2])) * 3).data, [3, 6])  # int stays int
+    np.testing.assert_allclose(F.sigmoid(Tensor(np.array([-2, 0, 3]))).data, 1 / (1 + np.exp([2.0, 0.0, -3.0])))
+    assert (Tensor(np.ones(2, np.float32)) * 0.5).dtype == np.float32  # float32 stays float32
+    with pytest.raises(TypeError, match="only floating-point tensors can require a gradient, got int64"):
+        Tensor(np.arange(3), requires_grad=True)

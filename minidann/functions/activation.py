@@ -32,7 +32,7 @@ class Sigmoid(Function):
         xp = get_array_module(x)
         # tanh form: the same function, without overflow in exp for large |x|
         y = 0.5 * xp.tanh(0.5 * x) + 0.5
-        self.y = y.astype(x.dtype, copy=False)
+        self.y = y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y  # (an integer x: a float y)
         return self.y
 
     def backward(self, gy):

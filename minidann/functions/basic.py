@@ -23,9 +23,12 @@ def _unbroadcast(gx, shape):
 
 
 def _const_like(c, x):
-    """A Python number as an array of x's dtype on x's device (so float32 stays float32)."""
+    """A Python number as an array on x's device, of x's dtype when x is float (so float32 stays float32).
+
+    An integer x keeps NumPy's promotion (int * 0.5 is float): cast to x's dtype, 0.5 would become 0.
+    """
     xp = get_array_module(x)
-    return xp.asarray(c, dtype=x.dtype)
+    return xp.asarray(c, dtype=x.dtype if x.dtype.kind == "f" else None)
 
 
 class Add(Function):
