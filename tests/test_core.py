@@ -439,3 +439,28 @@ def test_integer_tensors_are_not_truncated_and_cannot_require_a_gradient():
     assert (Tensor(np.ones(2, np.float32)) * 0.5).dtype == np.float32  # float32 stays float32
     with pytest.raises(TypeError, match="only floating-point tensors can require a gradient, got int64"):
         Tensor(np.arange(3), requires_grad=True)
+
+
+def test_module_registry_follows_attribute_assignment():
+    lin = md.Linear(3, 2, rng=np.random.default_rng(0))
+    lin.b = None  # no bias any more: it must leave parameters() (and so the optimizer)
+    assert [n for n, _ in lin.named_parameters()] == ["W"]
+    lin.b = md.Parameter(np.zeros(2, np.float32))
+    lin.W = md.Parameter(np.zeros((3, 2), np.float32))  # replaced: keeps its place
+    assert [n for n, _ in lin.named_parameters()] == ["W", "b"]
+
+    class Forgetful(md.Module):
+        def __init__(self):
+            self.W = md.Parameter(np.zeros(2, np.float32))  # no super().__init__()
+
+    with pytest.raises(RuntimeError, match=r"Forgetful: call super\(\).__init__\(\) at the start of __init__"):
+        Forgetful()
+
+
+def test_cross_entropy_keeps_its_own_copy_of_the_labels():
+    logits = Tensor(np.zeros((2, 3)), requires_grad=True)
+    labels = np.array([0, 2])
+    loss = F.softmax_cross_entropy(logits, labels)
+    labels[:] = 1  # the caller reuses its buffer before backward
+    loss.backward()
+    np.testing.assert_allclose(logits.grad, (np.full((2, 3), 1 / 3) - np.eye(3)[[0, 2]]) / 2)

@@ -74,7 +74,9 @@ def softmax_cross_entropy(logits, labels) -> Tensor:
         )
     if is_cupy_array(logits.data) and not is_cupy_array(labels):
         xp = get_array_module(logits.data)
-        labels = xp.asarray(labels)
+        labels = xp.asarray(labels)  # a copy on the device
     elif not is_cupy_array(logits.data) and is_cupy_array(labels):
         raise TypeError("softmax_cross_entropy: logits are on the CPU but labels on the GPU; move both to one device")
+    elif not is_cupy_array(labels):
+        labels = np.array(labels)  # a copy: backward reads the labels, and the caller may reuse its array before
     return SoftmaxCrossEntropy(labels)(logits)
