@@ -235,6 +235,9 @@ def train(model: ShallowDANN, data: dict[str, np.ndarray], *, lambd: float, doma
             opt_d.step()
             sum_ly += loss_y.item()
             sum_ld += loss_d.item()
+        if not (math.isfinite(sum_ly) and math.isfinite(sum_ld)):
+            raise FloatingPointError(f"the loss became NaN or infinite in epoch {epoch} (lambda {lambd:g}, lr {lr:g}): "
+                                     f"the steps are too large; lower --lr (or --lambd)")
         metrics = {"epoch": epoch, "label_loss": sum_ly / len(Xs), "step_domain_loss": sum_ld / (2 * len(Xs)),
                    **evaluate(model, data)}
         history.append(metrics)
@@ -340,6 +343,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.epochs < 1 or args.n_samples < 4 or args.n_test < 2:
         p.error("--epochs must be >= 1, --n-samples >= 4 and --n-test >= 2")
+    if args.seed < 0 or args.hidden < 1:
+        p.error("--seed must be >= 0 and --hidden >= 1")
+    if not (math.isfinite(args.lr) and args.lr > 0 and math.isfinite(args.lambd) and args.lambd >= 0):
+        p.error(f"--lr must be a finite number > 0 and --lambd a finite number >= 0, got {args.lr} and {args.lambd}")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file; the run needs a folder")
     return args
 
 
@@ -398,4 +407,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FloatingPointError as e:  # a diverged run: the message says what to change (exit 3, as mnist_to_mnistm)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None

@@ -132,3 +132,32 @@ def test_default_run_writes_panels_and_results(tmp_path):
     png = (out / "two_moons.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"config.json", "metrics.csv"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--hidden", "0"], "--hidden >= 1"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--lambd", "-1"], "--lambd a finite number >= 0"),
+])
+def test_bad_flags_exit_2_with_the_reason(tm, capsys, flags, message):
+    with pytest.raises(SystemExit) as info:
+        tm.parse_args(flags)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_is_refused(tm, tmp_path, capsys):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    with pytest.raises(SystemExit) as info:
+        tm.parse_args(["--out", str(out)])
+    assert info.value.code == 2 and "is a file" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+def test_a_diverging_run_stops_with_exit_3_and_says_lower_the_lr(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "run"), "--epochs", "2",
+                           "--n-samples", "20", "--n-test", "10", "--lr", "1e300", "--no-plot"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "loss became NaN or infinite in epoch 1" in proc.stderr and "lower --lr" in proc.stderr
+    assert "Traceback" not in proc.stderr
