@@ -666,6 +666,10 @@ def main(argv=None) -> int:
                         help="instead of timing: peak memory of the example's whole run (--steps per mode, CPU) "
                              "and of the least a PyTorch version of that run must do")
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        parser.error(f"--steps and --repeats must be at least 1, got {args.steps} and {args.repeats}")
+    if args.batch_size < 2:  # a DANN batch is source rows then target rows: at least one of each
+        parser.error(f"--batch-size must be at least 2 (one source and one target image), got {args.batch_size}")
     if args.example_memory:
         for row in example_memory(args.steps):
             print(json.dumps(row))

@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to run (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients (default: 0)")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     try:
         device, _ = resolve_device(args.device)
     except GPUUnavailableError as e:

@@ -250,3 +250,16 @@ def test_example_memory_without_torch_keeps_minidanns_row_and_says_why(monkeypat
     rows = bench.example_memory(1, limit_train=128, limit_test=128)
     assert [r.get("impl") for r in rows] == ["minidann", None] and rows[0]["peak_rss_mb"] > 30
     assert "torch is not importable" in rows[1]["note"] and "pip install torch" in rows[1]["note"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps and --repeats must be at least 1"),
+    (["--steps", "-3"], "--steps and --repeats must be at least 1"),
+    (["--ops", "--repeats", "0"], "--steps and --repeats must be at least 1"),
+    (["--batch-size", "1"], "--batch-size must be at least 2"),
+    (["--example-memory", "--steps", "0"], "--steps and --repeats must be at least 1"),
+])
+def test_bad_numbers_exit_2_before_anything_runs(capsys, flags, message):
+    with pytest.raises(SystemExit) as info:
+        bench.main(flags)
+    assert info.value.code == 2 and message in capsys.readouterr().err

@@ -161,3 +161,9 @@ def test_cli_errors_are_one_message_not_a_traceback(data_dir, capsys):
     Path(data_dir / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x00" * 3)
     assert main(["build-mnistm", "--source", "full", "--no-download", "--no-verify"]) == 1
     assert "t10k-labels-idx1-ubyte.gz" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_negative_seed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["build-mnistm", "--source", "embedded", "--seed", "-1"])
+    assert info.value.code == 2 and "--seed must be >= 0" in capsys.readouterr().err

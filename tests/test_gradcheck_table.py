@@ -131,3 +131,9 @@ def test_gradcheck_command_prints_every_op(capsys):
     for name in set(F.__all__) - {"im2col", "col2im"}:
         assert name in out
     assert "FAIL" not in out and "checks passed" in out
+
+
+def test_gradcheck_command_refuses_a_negative_seed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--seed", "-1"])
+    assert info.value.code == 2 and "--seed must be >= 0" in capsys.readouterr().err

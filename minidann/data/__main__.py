@@ -133,7 +133,10 @@ def _grid(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     commands = {"info": _info, "download": _download, "build-mnistm": _build, "grid": _grid}
     try:
         commands[args.command](args)
