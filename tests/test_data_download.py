@@ -149,3 +149,29 @@ def test_download_mnist_with_injected_mirrors_and_checksums(server, tmp_path, cl
     train, test = load_mnist(dest, verify=False)
     assert train.images.shape == (6, 28, 28) and test.labels.shape == (4,)
     assert download_mnist(dest, mirrors=(f"{base}/mnist/",), checksums=table) == []  # nothing missing
+
+
+def test_a_data_folder_that_cannot_be_written_is_not_reported_as_no_network(server, tmp_path, capsys):
+    # the server is up; the problem is local, and the message must say so (it used to say "no network")
+    from minidann.data import DataFolderNotWritable, load_digits_pair
+    from minidann.data.__main__ import main
+
+    base, files = server
+    files["/file.bin"] = PAYLOAD
+    remote = RemoteFile("file.bin", (f"{base}/file.bin",), _md5(PAYLOAD))
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(DataFolderNotWritable, match=r"data.txt is a file, not a folder. Fix: pass a folder"):
+        download_files([remote], a_file)
+    with pytest.raises(DataFolderNotWritable, match=r"cannot write to the data folder .*sub \(.*Error.*Fix: choose"):
+        download_file(remote, a_file / "sub")  # its parent is a file: it cannot be created
+    assert a_file.read_text() == "not a folder"
+    # auto falls back to the embedded digits, and says why; the MNIST-M cache is not claimed either
+    pair = load_digits_pair("auto", a_file / "sub", seed=0)
+    assert pair.source == "embedded" and "cannot write to the data folder" in pair.reason
+    assert pair.mnistm_cache is None
+    capsys.readouterr()
+    assert main(["build-mnistm", "--data-dir", str(a_file / "sub")]) == 0
+    assert "not cached (could not write to" in capsys.readouterr().out
+    assert main(["info", "--data-dir", str(a_file)]) == 0
+    assert "a file, not a folder!" in capsys.readouterr().out

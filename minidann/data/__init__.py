@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import mnistm as _mnistm
 from ._common import DataError, Split, data_dir_origin, resolve_data_dir
-from .download import DEFAULT_TIMEOUT, DownloadError, download_files
+from .download import DEFAULT_TIMEOUT, DataFolderNotWritable, DownloadError, download_files
 from .embedded import load_embedded
 from .mnist import download_mnist, load_mnist, missing_mnist_files, mnist_remotes
 from .mnistm import (
@@ -37,6 +37,7 @@ from .mnistm import (
 
 __all__ = [
     "DataError",
+    "DataFolderNotWritable",
     "DownloadError",
     "Split",
     "DigitsPair",
@@ -74,6 +75,7 @@ class DigitsPair:
         description: one line for logs and result tables, e.g. "embedded MNIST subset (...); MNIST-M variant
             (scikit-image photos), seed 0".
         reason: why these data were chosen (the data folder, what was found, what failed).
+        mnistm_cache: the MNIST-M cache file read or written, or None when it could not be written.
     """
 
     mnist_train: Split
@@ -84,6 +86,7 @@ class DigitsPair:
     backgrounds: str
     description: str
     reason: str
+    mnistm_cache: Path | None = None
 
 
 def download_all(data_dir: str | os.PathLike | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[Path]:
@@ -153,6 +156,9 @@ def load_digits_pair(
                 download_mnist(root)
                 used = "full"
                 reasons.append("auto: MNIST downloaded")
+            except DataFolderNotWritable as e:
+                used, offline = "embedded", True
+                reasons.append(f"auto: MNIST files missing ({', '.join(missing)}) and nothing could be downloaded: {e}")
             except DownloadError:
                 used, offline = "embedded", True
                 reasons.append(
@@ -195,4 +201,5 @@ def load_digits_pair(
         backgrounds=backgrounds.kind,
         description=f"{what}; {backgrounds.label}, seed {seed}",
         reason="; ".join(reasons),
+        mnistm_cache=mnistm.cache_path,
     )

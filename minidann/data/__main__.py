@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _info(args: argparse.Namespace) -> None:
     root, origin = data_dir_origin(args.data_dir)
-    print(f"data folder: {root} (from {origin}){'' if root.is_dir() else ' - does not exist yet'}")
+    state = "" if root.is_dir() else " - a file, not a folder!" if root.exists() else " - does not exist yet"
+    print(f"data folder: {root} (from {origin}){state}")
     print("MNIST:")
     for img, lbl in MNIST_FILES.values():
         for name in (img, lbl):
@@ -106,7 +107,8 @@ def _build(args: argparse.Namespace) -> None:
     root = data_dir_origin(args.data_dir)[0]
     print(pair.description)
     print(f"why: {pair.reason}")
-    print(f"MNIST-M: {len(pair.mnistm_train):,} train / {len(pair.mnistm_test):,} test, cached in {root}")
+    where = f"cached in {pair.mnistm_cache}" if pair.mnistm_cache else f"not cached (could not write to {root})"
+    print(f"MNIST-M: {len(pair.mnistm_train):,} train / {len(pair.mnistm_test):,} test, {where}")
 
 
 def _grid(args: argparse.Namespace) -> None:

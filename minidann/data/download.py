@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 
 from ._common import DataError, temp_path
 
-__all__ = ["DEFAULT_TIMEOUT", "DownloadError", "RemoteFile", "download_file", "download_files", "by_hand_message"]
+__all__ = ["DEFAULT_TIMEOUT", "DataFolderNotWritable", "DownloadError", "RemoteFile", "download_file",
+           "download_files", "by_hand_message"]
 
 #: Seconds allowed for name resolution, for the connection and for each read. Short, so that an offline
 #: machine falls back to the embedded subset within seconds instead of stalling.
@@ -39,6 +40,31 @@ _CHUNK = 1 << 16
 
 class DownloadError(DataError):
     """Every mirror failed for at least one file. The message says how to fetch the files by hand."""
+
+
+class DataFolderNotWritable(DownloadError):
+    """Nothing was downloaded because the data folder cannot be created or written: a local problem, not the
+    network's. The message names the folder and the fix."""
+
+
+def _writable_folder(dest_dir: Path) -> None:
+    """Create `dest_dir` if needed and check that a file can be written in it, before any mirror is tried.
+
+    Raises:
+        DataFolderNotWritable: it is a file, or it cannot be created or written (permissions, read-only disk).
+    """
+    if dest_dir.exists() and not dest_dir.is_dir():
+        raise DataFolderNotWritable(f"the data folder {dest_dir} is a file, not a folder. Fix: pass a folder with "
+                                    "--data-dir (or $MINIDANN_DATA)")
+    probe = temp_path(dest_dir / "write-test")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        raise DataFolderNotWritable(f"cannot write to the data folder {dest_dir} ({type(e).__name__}: "
+                                    f"{e.strerror or e}). Fix: choose a folder you can write to with --data-dir (or "
+                                    "$MINIDANN_DATA), or make this one writable") from e
 
 
 @dataclass(frozen=True)
@@ -198,6 +224,7 @@ def download_file(
         DownloadError: every mirror failed; the message lists URLs, the expected hash and the destination.
     """
     dest_dir = Path(dest_dir)
+    _writable_folder(dest_dir)  # a local problem must not be reported as "no network"
     path, reasons = _try_mirrors(remote, dest_dir, timeout, dead_hosts if dead_hosts is not None else set())
     if path is None:
         raise DownloadError(by_hand_message([remote], dest_dir, {remote.name: reasons}))
@@ -215,6 +242,7 @@ def download_files(
         The paths of the downloaded files, in the order of `remotes`.
     """
     dest_dir = Path(dest_dir)
+    _writable_folder(dest_dir)  # a local problem must not be reported as "no network"
     dead: set[str] = set()
     paths: list[Path] = []
     failed: dict[str, list[str]] = {}
