@@ -11,6 +11,7 @@ Errors exit with status 1 and a short message on stderr, not a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from . import (
     load_digits_pair,
     load_embedded,
 )
+from ._common import temp_path
 from .embedded import embedded_path
 from .mnist import MNIST_FILES, find_mnist_file, load_mnist, missing_mnist_files
 from .mnistm import BSDS500_FILE
@@ -114,6 +116,9 @@ def _build(args: argparse.Namespace) -> None:
 def _grid(args: argparse.Namespace) -> None:
     from matplotlib.figure import Figure  # Figure API: no pyplot global state
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or out.is_dir():  # checked before the data are built
+        raise DataError(f"grid: --out {out} must name a .png file, e.g. --out mnist_mnistm_grid.png")
     pair = load_digits_pair(args.source, args.data_dir, not args.no_verify, args.seed, not args.no_download)
     # Two examples of each digit: row pairs show an MNIST digit above the MNIST-M image built from it.
     picks = [np.flatnonzero(pair.mnist_train.labels == d)[:2] for d in range(10)]
@@ -129,8 +134,12 @@ def _grid(args: argparse.Namespace) -> None:
     for r, name in enumerate(("MNIST", "MNIST-M", "MNIST", "MNIST-M")):
         axes[r, 0].set_ylabel(name, fontsize=8)
     fig.suptitle(pair.description, fontsize=8)
-    out = Path(args.out)
-    fig.savefig(out, dpi=100)
+    tmp = temp_path(out)  # written whole, then renamed: an interrupted run leaves no half PNG
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {out}: {pair.description}")
 
 
