@@ -175,3 +175,20 @@ def test_a_data_folder_that_cannot_be_written_is_not_reported_as_no_network(serv
     assert "not cached (could not write to" in capsys.readouterr().out
     assert main(["info", "--data-dir", str(a_file)]) == 0
     assert "a file, not a folder!" in capsys.readouterr().out
+
+
+def test_temporary_files_of_a_killed_download_are_removed_by_the_next_one(server, tmp_path):
+    import os
+
+    base, files = server
+    files["/data.bin"] = PAYLOAD
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    stale = dest / ".data.bin.0123456789ab.part"  # what a SIGKILL mid-download leaves
+    fresh = dest / ".data.bin.ba9876543210.part"  # what a download running right now would have
+    stale.write_bytes(PAYLOAD[:100])
+    fresh.write_bytes(PAYLOAD[:100])
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    download_file(RemoteFile("data.bin", (f"{base}/data.bin",), _md5(PAYLOAD)), dest)
+    assert sorted(p.name for p in dest.iterdir()) == [fresh.name, "data.bin"]

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -164,9 +165,24 @@ def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -
         os.fsync(f.fileno())
 
 
+STALE_PART_S = 600  # a temporary file untouched this long was left by a killed download, not a running one
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete temporary files of `dest` that a killed process left (Ctrl-C cleans up; SIGKILL cannot)."""
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+        except OSError:  # gone already, or not ours to delete: harmless either way
+            pass
+
+
 def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[str]) -> tuple[Path | None, list[str]]:
     """Try each mirror of `remote` in order; return (path, []) on success or (None, reasons) on failure."""
     dest = dest_dir / remote.name
+    _remove_stale_parts(dest)
     reasons: list[str] = []
     for url in remote.urls:
         parts = urlsplit(url)
