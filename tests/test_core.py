@@ -464,3 +464,15 @@ def test_cross_entropy_keeps_its_own_copy_of_the_labels():
     labels[:] = 1  # the caller reuses its buffer before backward
     loss.backward()
     np.testing.assert_allclose(logits.grad, (np.full((2, 3), 1 / 3) - np.eye(3)[[0, 2]]) / 2)
+
+
+def test_shape_and_dtype_mistakes_name_the_op():
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match=r"conv2d: x must be floating point, got uint8.*astype"):
+        F.conv2d(np.zeros((1, 3, 8, 8), np.uint8), rng.standard_normal((2, 3, 3, 3)).astype(np.float32))
+    with pytest.raises(TypeError, match="linear: x must be floating point, got int64"):
+        F.linear(np.ones((2, 3), np.int64), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="flatten: x must have a batch axis"):
+        F.flatten(np.array(1.0))
+    with pytest.raises(ValueError, match="concat: axis 2 is out of range for 2-d tensors"):
+        F.concat([np.ones((2, 3)), np.ones((2, 3))], axis=2)

@@ -101,6 +101,8 @@ def reshape(x, shape) -> Tensor:
 def flatten(x) -> Tensor:
     """(N, ...) -> (N, D): one feature vector per sample."""
     x = as_tensor(x)
+    if x.ndim < 1:
+        raise ValueError("flatten: x must have a batch axis, (N, ...); got a 0-d tensor")
     return Reshape((x.shape[0], -1))(x)
 
 
@@ -139,6 +141,8 @@ class Concat(Function):
 
     def forward(self, *xs):
         xp = get_array_module(*xs)
+        if not -xs[0].ndim <= self.axis < xs[0].ndim:
+            raise ValueError(f"concat: axis {self.axis} is out of range for {xs[0].ndim}-d tensors")
         self.sizes = [x.shape[self.axis] for x in xs]
         return xp.concatenate(xs, axis=self.axis)
 
@@ -197,6 +201,8 @@ class Linear(Function):
     """
 
     def forward(self, x, W, b=None):
+        if x.dtype.kind != "f":
+            raise TypeError(f"linear: x must be floating point, got {x.dtype}: convert it, e.g. x.astype(np.float32)")
         if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0]:
             raise ValueError(
                 f"linear: expected x (N, D_in) and W (D_in, D_out) with matching D_in, got x {x.shape} and W {W.shape}"

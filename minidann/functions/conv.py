@@ -140,6 +140,9 @@ class Conv2d(Function):
 
     def forward(self, x, W, b=None):
         get_array_module(x, W)  # refuses x and W on different devices, with a clear message
+        if x.dtype.kind != "f":
+            raise TypeError(f"conv2d: x must be floating point, got {x.dtype}: convert the images, e.g. "
+                            "x.astype(np.float32) (minidann.dann.preprocess does)")
         if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
             raise ValueError(
                 f"conv2d: expected x (N, C, H, W) and W (OC, C, KH, KW) with the same C, got x {x.shape} "
