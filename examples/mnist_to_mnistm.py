@@ -370,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ckpt = load_checkpoint(args.resume)
         except CheckpointError as e:
-            print(f"error: --resume: {e}", file=sys.stderr)
+            fix = (". Fix: resume from another checkpoint of the run (<run>/checkpoints/<mode>.npz), or start the "
+                   "run again") if Path(args.resume).is_file() else ""  # (a missing path's message says where to look)
+            print(f"error: --resume: {e}{fix}", file=sys.stderr)
             return EXIT_USAGE
         if not isinstance(ckpt.meta.get("config"), dict) or ckpt.meta.get("mode") not in MODES:
             print(f"error: --resume: {ckpt.path} holds no run of this example (no run configuration or mode in "

@@ -12,7 +12,7 @@ import numpy as np
 
 _cupy = None  # the cupy module once imported
 _cupy_error: str | None = None  # why importing CuPy failed, kept for the error message
-_kernel_error: str | None = None  # "" once a tiny kernel and product ran on the GPU, else why they failed
+_kernel_error: str | None = None  # "" once a tiny kernel and product ran on the GPU
 
 
 class GPUUnavailableError(RuntimeError):
@@ -59,6 +59,9 @@ def gpu_unavailable_reason() -> str | None:
         return "CuPy is installed but no CUDA device is visible (0 devices). Fix: check CUDA_VISIBLE_DEVICES and "\
             "`nvidia-smi`, or run with --device cpu."
     error = _cannot_run_kernels(cupy)
+    if error and "OutOfMemory" in error:
+        return (f"CuPy sees {n} CUDA device(s) but could not compute a tiny test on them ({error}): the GPU is "
+                "out of memory. Fix: free it (`nvidia-smi` shows who holds it), or run with --device cpu.")
     if error:
         return (
             f"CuPy sees {n} CUDA device(s) but cannot compute on them ({error}). The CUDA libraries CuPy loads "
@@ -70,10 +73,11 @@ def gpu_unavailable_reason() -> str | None:
 
 
 def _cannot_run_kernels(cupy) -> str | None:
-    """Run one tiny kernel and one tiny product on the GPU, once per process: None if they work, else the error.
+    """Run one tiny kernel and one tiny product on the GPU: None if they work (remembered), else the error.
 
     A CuPy that imports and counts the devices has not yet loaded NVRTC or cuBLAS: without this check a missing
-    library would surface as an error inside the first training step instead of here, with its fix.
+    library would surface as an error inside the first training step instead of here, with its fix. Only success
+    is remembered: a failure (a GPU busy and out of memory, say) is tried again on the next call.
     """
     global _kernel_error
     if _kernel_error is None:
@@ -82,7 +86,7 @@ def _cannot_run_kernels(cupy) -> str | None:
             float(((x + 1) @ x).sum())  # an elementwise kernel, a cuBLAS product, a reduction; float() waits for them
             _kernel_error = ""
         except Exception as e:  # CuPy raises its own types (CompileException, CUDARuntimeError, ...) or OSError
-            _kernel_error = f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}"
     return _kernel_error or None
 
 

@@ -116,8 +116,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         # (NumPy's own message for a file that is not an .npz suggests allow_pickle=True: not for a checkpoint,
         # which never holds pickles, so only the kind of error is kept)
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}): it is truncated or not a "
-                              "minidann checkpoint. Fix: resume from another checkpoint of the run, or start it "
-                              "again") from e
+                              "minidann checkpoint") from e
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not a minidann checkpoint (no 'meta' entry)")
     try:

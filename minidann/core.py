@@ -113,7 +113,10 @@ class Tensor:
         # inputs) keep accumulating across walks, as documented above.
         for t in order:
             t.grad = None
-        self.grad = gy
+        if self.creator is None:  # a leaf: accumulates, like every leaf
+            self.grad = gy if self.grad is None else self.grad + gy
+        else:
+            self.grad = gy
 
         for t in reversed(order):
             f = t.creator
@@ -123,7 +126,7 @@ class Tensor:
                 raise ValueError(f"{type(f).__name__}.backward returned {len(gxs)} gradient(s) for its "
                                  f"{len(f.inputs)} input(s): return one per input, None where none is needed")
             for i, (x, gx) in enumerate(zip(f.inputs, gxs, strict=True)):
-                if not x.requires_grad:
+                if not f.needs_grad[i]:  # backward was told this input needs no gradient
                     continue
                 if gx is None:
                     raise ValueError(f"{type(f).__name__}.backward returned None for input {i}, which needs a "
@@ -157,7 +160,7 @@ class Tensor:
     def __neg__(self):
         from .functions.basic import mul
 
-        return mul(self, -1.0)
+        return mul(self, -1)  # an int: the tensor's own dtype, float or integer
 
     def __sub__(self, other):
         return self + (-other)

@@ -62,7 +62,9 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
     Raises:
         AssertionError naming the input, the element, the analytic and numeric values and the relative error;
             also when a gradient, an input or ``gy`` holds NaN or infinity (no comparison can pass then).
-        ValueError: ``eps`` not positive, ``fn`` not returning one Tensor, ``gy`` of the wrong shape.
+        ValueError: ``eps`` not positive, ``fn`` not returning one Tensor, ``gy`` of the wrong shape; and from the
+            backward walk, a backward returning the wrong number of gradients, None where one is needed, or a
+            gradient of another shape than its input (the message names the Function).
     """
     if not eps > 0:
         raise ValueError(f"check_backward: eps must be a small positive step such as 1e-6, got {eps}")

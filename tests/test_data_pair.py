@@ -172,7 +172,8 @@ def test_cli_refuses_a_negative_seed(capsys):
 @pytest.mark.parametrize("name", ["grid.jpgz", "grid", "."])
 def test_cli_grid_needs_a_png_name_and_says_so_before_building(tmp_path, capsys, name):
     out = tmp_path / name
-    assert main(["grid", "--source", "embedded", "--out", str(out)]) == 1
+    with pytest.raises(SystemExit) as info:
+        main(["grid", "--source", "embedded", "--out", str(out)])
     err = capsys.readouterr().err
-    assert "must name a .png file" in err and "Traceback" not in err
+    assert info.value.code == 2 and "must name a .png file" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

@@ -5,7 +5,7 @@
   build-mnistm  build MNIST-M and cache it in the data folder
   grid          save a PNG grid of MNIST digits above their MNIST-M versions
 
-Errors exit with status 1 and a short message on stderr, not a traceback.
+Bad flags exit with status 2, data errors with status 1, each with a short message on stderr, not a traceback.
 """
 
 from __future__ import annotations
@@ -116,9 +116,7 @@ def _build(args: argparse.Namespace) -> None:
 def _grid(args: argparse.Namespace) -> None:
     from matplotlib.figure import Figure  # Figure API: no pyplot global state
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png" or out.is_dir():  # checked before the data are built
-        raise DataError(f"grid: --out {out} must name a .png file, e.g. --out mnist_mnistm_grid.png")
+    out = Path(args.out)  # a .png name (checked in main, before the data are built)
     pair = load_digits_pair(args.source, args.data_dir, not args.no_verify, args.seed, not args.no_download)
     # Two examples of each digit: row pairs show an MNIST digit above the MNIST-M image built from it.
     picks = [np.flatnonzero(pair.mnist_train.labels == d)[:2] for d in range(10)]
@@ -148,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.command == "grid" and (Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir()):
+        parser.error(f"grid: --out {args.out} must name a .png file, e.g. --out mnist_mnistm_grid.png")
     commands = {"info": _info, "download": _download, "build-mnistm": _build, "grid": _grid}
     try:
         commands[args.command](args)

@@ -23,12 +23,14 @@ def _unbroadcast(gx, shape):
 
 
 def _const_like(c, x):
-    """A Python number as an array on x's device, of x's dtype when x is float (so float32 stays float32).
+    """A Python number as an array of x's dtype on x's device (so float32 stays float32, int32 stays int32).
 
-    An integer x keeps NumPy's promotion (int * 0.5 is float): cast to x's dtype, 0.5 would become 0.
+    Except a float number with an integer x: then the result is float (int * 0.5), as NumPy has it; in x's
+    dtype 0.5 would become 0.
     """
     xp = get_array_module(x)
-    return xp.asarray(c, dtype=x.dtype if x.dtype.kind == "f" else None)
+    promote = isinstance(c, float) and x.dtype.kind != "f"
+    return xp.asarray(c, dtype=None if promote else x.dtype)
 
 
 class Add(Function):
@@ -58,13 +60,13 @@ class Mul(Function):
 
 
 def add(a, b) -> Tensor:
-    """a + b; a Python number is taken in the other operand's dtype."""
+    """a + b; a Python number is taken in the other operand's dtype (a float with an integer tensor: float)."""
     a, b = _numbers_as_arrays(a, b)
     return Add()(a, b)
 
 
 def mul(a, b) -> Tensor:
-    """a * b; a Python number is taken in the other operand's dtype."""
+    """a * b; a Python number is taken in the other operand's dtype (a float with an integer tensor: float)."""
     a, b = _numbers_as_arrays(a, b)
     return Mul()(a, b)
 
