@@ -129,6 +129,7 @@ def lambda_schedule(p: float, gamma: float = 10.0) -> float:
         p: training progress in [0, 1].
         gamma: steepness (10 in the paper).
     """
+    _check_progress(p)
     return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
 
 
@@ -139,7 +140,13 @@ def lr_schedule(p: float, mu0: float = 0.01, alpha: float = 10.0, beta: float = 
         p: training progress in [0, 1].
         mu0, alpha, beta: 0.01, 10 and 0.75 in the paper.
     """
+    _check_progress(p)
     return mu0 / (1.0 + alpha * p) ** beta
+
+
+def _check_progress(p: float) -> None:
+    if not 0.0 <= p <= 1.0:  # (NaN fails too) outside [0, 1] the formulas give complex numbers or overflow
+        raise ValueError(f"training progress p must lie in [0, 1] (p = (step - 1) / num_steps), got {p}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,7 +160,7 @@ def prepare_mnist(images: np.ndarray) -> np.ndarray:
 
     Every pixel > 0 becomes 255, so the digit strokes look like the {0, 255} masks MNIST-M was blended with.
     """
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
+    if images.ndim != 3 or images.shape[1:] != (28, 28):  # (any dtype: binarised to uint8 0/255 below)
         raise ValueError(f"MNIST images must have shape (N, 28, 28), got {images.shape}")
     binary = np.where(images > 0, np.uint8(255), np.uint8(0))
     return np.ascontiguousarray(np.broadcast_to(binary[:, None], (len(images), 3, 28, 28)))
@@ -161,8 +168,8 @@ def prepare_mnist(images: np.ndarray) -> np.ndarray:
 
 def prepare_mnistm(images: np.ndarray) -> np.ndarray:
     """MNIST-M from NHWC to NCHW: (N, 28, 28, 3) uint8 -> (N, 3, 28, 28) uint8."""
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 3):
-        raise ValueError(f"MNIST-M images must have shape (N, 28, 28, 3), got {images.shape}")
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 3) or images.dtype != np.uint8:
+        raise ValueError(f"MNIST-M images must be uint8 of shape (N, 28, 28, 3), got {images.dtype} {images.shape}")
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
@@ -172,6 +179,8 @@ def pixel_mean(*image_sets: np.ndarray) -> np.ndarray:
     tf-dann pools MNIST-train and MNIST-M-train (one mean for both domains; per-domain normalisation would
     hand the network a shortcut around the domain shift).
     """
+    for s in image_sets:
+        _check_pixels(s, "pixel_mean")
     total = sum(s.sum(axis=(0, 2, 3), dtype=np.float64) for s in image_sets)
     count = sum(s.shape[0] * s.shape[2] * s.shape[3] for s in image_sets)
     return (total / count).astype(np.float32)
@@ -179,10 +188,18 @@ def pixel_mean(*image_sets: np.ndarray) -> np.ndarray:
 
 def preprocess(images_u8: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """(x - mean) / 255 in float32: (N, 3, 28, 28) uint8 -> (N, 3, 28, 28) float32, on the host."""
+    _check_pixels(images_u8, "preprocess")
     x = images_u8.astype(np.float32)
     x -= mean.reshape(1, 3, 1, 1)
     x /= np.float32(255.0)
     return x
+
+
+def _check_pixels(images: np.ndarray, where: str) -> None:
+    """uint8 (N, 3, H, W): float images here would be preprocessed a second time without a word."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{where}: images must be uint8 pixels of shape (N, 3, H, W) (from prepare_mnist or "
+                         f"prepare_mnistm, not preprocessed already), got {images.dtype} {images.shape}")
 
 
 def domain_labels(n_src: int, n_tgt: int) -> np.ndarray:
@@ -346,6 +363,9 @@ def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tu
 
 
 def _batches(images_u8: np.ndarray, mean: np.ndarray, device: str, batch_size: int):
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:  # range() would yield nothing: np.empty
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")  # results never filled
+    _check_pixels(images_u8, "evaluation")
     for i in range(0, len(images_u8), batch_size):
         yield i, to_device(preprocess(images_u8[i:i + batch_size], mean), device)
 
@@ -388,7 +408,16 @@ def predict(model: DANN, images_u8: np.ndarray, mean: np.ndarray, batch_size: in
 def evaluate_accuracy(model: DANN, images_u8: np.ndarray, labels: np.ndarray, mean: np.ndarray,
                       batch_size: int = 128) -> float:
     """Digit accuracy of G_y(G_f(x)) on a whole set: images (N, 3, 28, 28) uint8, labels (N,) int."""
+    _check_eval_labels(images_u8, labels, "")
     return float(np.mean(predict(model, images_u8, mean, batch_size)[0] == labels))
+
+
+def _check_eval_labels(images_u8: np.ndarray, labels: np.ndarray, which: str) -> None:
+    """(N,) labels for N > 0 images: (N, 1) labels would broadcast against the predictions without a word."""
+    labels = np.asarray(labels)
+    if len(images_u8) == 0 or labels.shape != (len(images_u8),):
+        raise ValueError(f"evaluation needs {which}labels of shape (N,) for N > 0 images: got {len(images_u8)} "
+                         f"images and labels of shape {labels.shape}")
 
 
 def evaluate(model: DANN, source_images: np.ndarray, source_labels: np.ndarray, target_images: np.ndarray,
@@ -404,6 +433,8 @@ def evaluate(model: DANN, source_images: np.ndarray, source_labels: np.ndarray, 
         {"source_acc", "target_acc", "domain_acc"}. A domain accuracy near 0.5 means G_d can no longer tell the
         domains apart; it is meaningful only for a model trained in ``dann`` mode.
     """
+    _check_eval_labels(source_images, source_labels, "source ")
+    _check_eval_labels(target_images, target_labels, "target ")
     digits_s, domains_s = predict(model, source_images, mean, batch_size)
     digits_t, domains_t = predict(model, target_images, mean, batch_size)
     return {

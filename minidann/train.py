@@ -128,6 +128,55 @@ class _Window:
     host: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
 
+#: What every checkpoint's meta holds already: extra meta must not use these keys.
+_CHECKPOINT_KEYS = ("mode", "step", "num_steps", "progress", "lambd", "lr", "train_seconds", "eval_seconds",
+                    "last_eval", "format_version", "rng_state")
+
+
+def _check_domain_data(data: DomainData, mode: str) -> None:
+    """Images uint8 (N, 3, H, W); labels (N,) integers for every domain the mode reads labels from."""
+    for domain in ("source", "target"):
+        images, labels = getattr(data, f"{domain}_images"), np.asarray(getattr(data, f"{domain}_labels"))
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"DomainData.{domain}_images must be uint8 pixels of shape (N, 3, H, W) (from "
+                             f"prepare_mnist / prepare_mnistm; the loop preprocesses them), got {images.dtype} "
+                             f"{images.shape}")
+        labelled = mode != "dann" or domain == "source"  # in dann mode the target labels are never read
+        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            raise ValueError(f"DomainData.{domain}_labels must be integer labels of shape (N,), got {labels.dtype} "
+                             f"{labels.shape}")
+        if (labelled or labels.size) and len(labels) != len(images):
+            raise ValueError(f"DomainData: {len(images)} {domain} images but {len(labels)} {domain} labels"
+                             + ("" if labelled else " (in dann mode they may be left empty: they are never read)"))
+
+
+def _check_checkpoint_path(path: Path) -> None:
+    """A checkpoint path must be a file whose folder can exist: checked before training, not at the first save."""
+    if path.is_dir():
+        raise ValueError(f"checkpoint_path {path} is a folder; give a file name, e.g. {path / 'dann.npz'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"checkpoint_path {path}: {parent} is a file, so the checkpoint cannot be saved "
+                                 "there; choose another path")
+            break
+
+
+def _check_meta(meta: dict) -> None:
+    """Extra checkpoint meta must be JSON and must not reuse the checkpoint's own keys."""
+    import json
+
+    taken = sorted(set(meta) & set(_CHECKPOINT_KEYS))
+    if taken:
+        raise ValueError(f"meta keys {taken} are written by every checkpoint already; rename them")
+    for key, value in meta.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"meta[{key!r}] cannot be saved in a checkpoint ({e}): use plain numbers, strings, "
+                             "lists and dicts (e.g. float(x), int(x), str(path), array.tolist())") from e
+
+
 class Trainer:
     """Trains one mode of the MNIST -> MNIST-M experiment.
 
@@ -162,17 +211,31 @@ class Trainer:
                  threads: int = 1):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if num_steps < 1 or log_every < 1:
-            raise ValueError(f"num_steps and log_every must be positive, got {num_steps} and {log_every}")
+        ints = {"num_steps": num_steps, "batch_size": batch_size, "log_every": log_every, "eval_every": eval_every,
+                "checkpoint_every": checkpoint_every}
+        for name, v in ints.items():
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                raise TypeError(f"{name} must be an integer, got {v!r}")
+        if num_steps < 1 or log_every < 1 or batch_size < 1:
+            raise ValueError(f"num_steps, log_every and batch_size must be positive, got {num_steps}, {log_every} "
+                             f"and {batch_size}")
+        if eval_every < 0 or checkpoint_every < 0:
+            raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: only at the end), got {eval_every} "
+                             f"and {checkpoint_every}")
         if mode == "dann" and batch_size < 2:
             raise ValueError("dann mode needs a batch of at least 2 (one source and one target image)")
+        _check_domain_data(data, mode)
+        if checkpoint_path is not None:
+            _check_checkpoint_path(Path(checkpoint_path))
+        meta = dict(meta or {})
+        _check_meta(meta)
         if threads not in (1, 2):
             raise ValueError(f"threads must be 1 or 2 (2: each half of the batch on its own CPU core), got {threads!r}")
         self.model, self.optimizer, self.data, self.mode = model, optimizer, data, mode
         self.num_steps, self.batch_size, self.rng = num_steps, batch_size, rng
         self.log_every, self.eval_every, self.evaluate = log_every, eval_every, evaluate
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
-        self.checkpoint_every, self.meta, self.on_row = checkpoint_every, dict(meta or {}), on_row
+        self.checkpoint_every, self.meta, self.on_row = checkpoint_every, meta, on_row
         self.progress, self.nan_at_step, self.interrupt_at_step = progress, nan_at_step, interrupt_at_step
         self.threads = threads
         self.device = model.device
@@ -187,10 +250,10 @@ class Trainer:
                              f"{n_src} source and {n_tgt} target rows; use a batch_size divisible by 4 in dann "
                              f"mode (by 2 otherwise), or threads=1")
         self.samplers: dict[str, EpochSampler] = {}
-        if n_src:
-            self.samplers["source"] = EpochSampler(len(data.source_labels), n_src, rng)
+        if n_src:  # (sized by the images: in dann mode the target labels may be missing, they are never read)
+            self.samplers["source"] = EpochSampler(len(data.source_images), n_src, rng)
         if n_tgt:
-            self.samplers["target"] = EpochSampler(len(data.target_labels), n_tgt, rng)
+            self.samplers["target"] = EpochSampler(len(data.target_images), n_tgt, rng)
 
         self.step = 0  # steps completed
         self.train_seconds = 0.0  # time in the loop, without evaluations, summed over resumed sessions
@@ -255,6 +318,11 @@ class Trainer:
         if ckpt.meta["mode"] != self.mode or ckpt.meta["num_steps"] != self.num_steps:
             raise ValueError(f"checkpoint {ckpt.path} is for mode {ckpt.meta['mode']!r} with "
                              f"{ckpt.meta['num_steps']} steps, not {self.mode!r} with {self.num_steps}")
+        for name, s in self.samplers.items():  # checked before anything is changed: no half-restored trainer
+            n = np.asarray(ckpt.state.get(f"{name}.perm", ())).shape
+            if n != (s.n,):
+                raise ValueError(f"sampler {name}: checkpoint {ckpt.path} has a permutation of {n} items, the data "
+                                 f"has {s.n} (was the checkpoint made with other data or --limit-train?)")
         ckpt.restore(self.model, self.optimizer, self.rng)
         for name, s in self.samplers.items():
             s.load_state_dict(ckpt.state, name)

@@ -25,6 +25,7 @@ from minidann.dann import (
     lambda_schedule,
     lr_schedule,
     pixel_mean,
+    predict,
     prepare_mnist,
     prepare_mnistm,
     preprocess,
@@ -483,3 +484,78 @@ def test_gpu_trainer_resume_and_nan_guard(tmp_path):
     _assert_same_state(_weights_and_momentum(full), _weights_and_momentum(resumed))
     with pytest.raises(TrainingDiverged, match="at step 3 of 12"):
         gpu_trainer(None, nan_at_step=3).run()
+
+
+# ---- the loop and the evaluation refuse what would give silently wrong numbers ----
+
+def test_evaluation_refuses_a_batch_size_below_1_float_images_and_broadcasting_labels():
+    model = build_model(np.random.default_rng(0))
+    d = _tiny_data(8)
+    for bad in (0, -1, 2.5):  # -1 used to return np.empty's garbage: range(0, N, -1) is empty
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            predict(model, d.source_images, d.mean, batch_size=bad)
+    with pytest.raises(ValueError, match="uint8 pixels .*not preprocessed already"):
+        predict(model, preprocess(d.source_images, d.mean), d.mean)  # preprocessing twice
+    with pytest.raises(ValueError, match=r"source labels of shape \(N,\) for N > 0 images: got 8 images and labels "
+                                         r"of shape \(8, 1\)"):
+        evaluate(model, d.source_images, d.source_labels[:, None], d.target_images, d.target_labels, d.mean)
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        pixel_mean(d.source_images.transpose(0, 2, 3, 1))  # NHWC
+
+
+@pytest.mark.parametrize("p", [-0.5, 1.5, float("nan")])
+def test_schedules_refuse_progress_outside_0_1(p):
+    for schedule in (lambda_schedule, lr_schedule):
+        with pytest.raises(ValueError, match=r"progress p must lie in \[0, 1\]"):
+            schedule(p)
+
+
+def test_trainer_checks_its_arguments_and_data_before_training(tmp_path):
+    d = _tiny_data(24)
+
+    def make(mode="dann", data=d, **kw):
+        rng = np.random.default_rng(0)
+        model = build_model(rng)
+        args = {"num_steps": 4, "batch_size": 8, **kw}
+        return Trainer(model, build_optimizer(model), data, mode, args.pop("num_steps"), args.pop("batch_size"),
+                       rng, progress=False, **args)
+
+    with pytest.raises(TypeError, match="num_steps must be an integer, got 2.5"):
+        make(num_steps=2.5)
+    with pytest.raises(ValueError, match="eval_every and checkpoint_every must be >= 0"):
+        make(eval_every=-1)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        make("source", batch_size=0)
+    float_images = DomainData(preprocess(d.source_images, d.mean), d.source_labels, d.target_images,
+                              d.target_labels, d.mean)
+    with pytest.raises(ValueError, match="source_images must be uint8 pixels"):
+        make(data=float_images)
+    with pytest.raises(ValueError, match="24 source images but 3 source labels"):
+        make(data=DomainData(d.source_images, d.source_labels[:3], d.target_images, d.target_labels, d.mean))
+    # in dann mode the target labels are never read: they may be empty, and the sampler counts the images
+    t = make(data=DomainData(d.source_images, d.source_labels, d.target_images, np.zeros(0, np.int64), d.mean))
+    assert t.samplers["target"].n == 24
+    t.run()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="is a file, so the checkpoint cannot be saved there"):
+        make(checkpoint_path=a_file / "dann.npz")
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        make(checkpoint_path=tmp_path)
+    with pytest.raises(ValueError, match=r"meta\['config'\] cannot be saved in a checkpoint .*float\(x\)"):
+        make(meta={"config": {"bs": np.float32(4)}})
+    with pytest.raises(ValueError, match=r"meta keys \['lr'\] are written by every checkpoint already"):
+        make(meta={"lr": 0.1})
+
+
+def test_restore_with_other_data_changes_nothing(tmp_path):
+    t = _trainer(tmp_path, "dann", steps=4)
+    t.run()
+    ckpt = load_checkpoint(tmp_path / "dann.npz")
+    rng = np.random.default_rng(5)
+    model = build_model(rng)
+    other = Trainer(model, build_optimizer(model), _tiny_data(16), "dann", 4, 8, rng, progress=False)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="has a permutation of .*the data has 16"):
+        other.restore(ckpt)
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items()) and other.step == 0
