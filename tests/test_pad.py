@@ -29,6 +29,17 @@ def test_well_separated_sets_are_near_two():
     assert r.distance == pytest.approx(2.0)
 
 
+def test_separable_small_sets_are_not_handed_to_the_intercept():
+    # 60 + 60 rows in 5-D, shifted by 3: every ridge strength ties at validation error 0. The strongest used to win
+    # the tie, and its shrunken weights let the unpenalised intercept decide the held-out half (d_A 0 to 1.0 on
+    # 3 of these 40 seeds); the tie now goes to the best fit of the -1/+1 targets.
+    values = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        values.append(proxy_a_distance(rng.standard_normal((60, 5)), rng.standard_normal((60, 5)) + 3, seed=seed))
+    assert min(values) > 1.9, sorted(values)[:5]
+
+
 def test_grows_with_the_shift_between_domains():
     X, Y = _features(0), _features(1)
     values = [proxy_a_distance(X, Y + shift) for shift in (0.0, 0.15, 0.4, 1.0)]
