@@ -21,10 +21,18 @@ _MODE_COLOURS = {"source": "tab:blue", "dann": "tab:red", "target": "tab:green"}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` (a .png name) whole: to a temporary file first, then renamed over the old one."""
     path = Path(path)
+    if path.suffix.lower() != ".png" or path.is_dir():  # matplotlib would pick the format from the suffix
+        raise ValueError(f"plots are written as PNG: give a file name ending in .png, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # an interrupted write must not leave half a PNG
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

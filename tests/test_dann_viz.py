@@ -1,5 +1,7 @@
 """The plots of the MNIST -> MNIST-M example: PCA is exact, and every figure is a valid PNG."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -37,3 +39,26 @@ def test_plots_write_pngs(tmp_path):
     ]
     for p in paths:
         assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("name", ["curves.pdf", "curves", "."])
+def test_plots_need_a_png_name(tmp_path, name):
+    with pytest.raises(ValueError, match="written as PNG: give a file name ending in .png"):
+        plot_training_curves([], tmp_path / name)
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_interrupted_plot_keeps_the_old_png(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    path = plot_training_curves([], tmp_path / "curves.png")
+    good = path.read_bytes()
+
+    def interrupted(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plot_training_curves([], path)
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
