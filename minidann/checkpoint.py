@@ -89,10 +89,26 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | Non
     meta = {"format_version": FORMAT_VERSION, **meta}
     if rng is not None:
         meta["rng_state"] = rng.bit_generator.state
-    arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
+    try:
+        arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
+    except (TypeError, ValueError) as e:
+        bad = [k for k, v in meta.items() if not _json_ok(v)]
+        raise TypeError(f"checkpoint meta {bad} cannot be saved ({e}): use plain numbers, strings, lists and dicts "
+                        "(e.g. float(x), int(x), str(path), array.tolist())") from e
+    for k, v in arrays.items():
+        if v.dtype == object:  # np.load(allow_pickle=False) would refuse the whole checkpoint later
+            raise TypeError(f"checkpoint array {k!r} has dtype object (it would need pickling): give a numeric array")
 
     # temp file in the same folder, fsync, os.replace: readers see the old checkpoint or the whole new one
     return save_npz_atomic(path, arrays)
+
+
+def _json_ok(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

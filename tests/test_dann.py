@@ -559,3 +559,12 @@ def test_restore_with_other_data_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="has a permutation of .*the data has 16"):
         other.restore(ckpt)
     assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items()) and other.step == 0
+
+
+def test_save_checkpoint_names_what_cannot_be_saved_and_writes_nothing(tmp_path):
+    model = build_model(np.random.default_rng(0))
+    with pytest.raises(TypeError, match=r"checkpoint meta \['lr'\] cannot be saved .*float\(x\)"):
+        save_checkpoint(tmp_path / "a.npz", model, lr=np.float32(0.1), step=3)
+    with pytest.raises(TypeError, match="'state/names' has dtype object"):
+        save_checkpoint(tmp_path / "b.npz", model, state={"names": np.array(["a", None], dtype=object)})
+    assert not any(tmp_path.iterdir())
