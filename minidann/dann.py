@@ -204,6 +204,8 @@ def _check_pixels(images: np.ndarray, where: str) -> None:
 
 def domain_labels(n_src: int, n_tgt: int) -> np.ndarray:
     """Host int64 labels (n_src + n_tgt,): 0 for the source rows, which come first, then 1 for the target rows."""
+    if n_src < 0 or n_tgt < 0:
+        raise ValueError(f"domain_labels: row counts must be >= 0, got {n_src} and {n_tgt}")
     return np.concatenate([np.zeros(n_src, np.int64), np.ones(n_tgt, np.int64)])
 
 

@@ -28,8 +28,9 @@ def truncated_normal(rng: np.random.Generator, shape, std: float) -> np.ndarray:
 def _init_weight(rng, shape, fan_in: int, std: float | None) -> np.ndarray:
     # Default He initialisation (std = sqrt(2 / fan_in)) suits ReLU networks; the DANN model passes tf-dann's
     # std = 0.1 explicitly.
-    if rng is None:
-        raise ValueError("pass rng=numpy.random.default_rng(seed): weights come from one seeded host generator")
+    if not isinstance(rng, np.random.Generator):  # None, or a seed such as 0 given where the generator goes
+        raise ValueError(f"pass rng=numpy.random.default_rng(seed), got {rng!r}: weights come from one seeded host "
+                         "generator")
     return truncated_normal(rng, shape, np.sqrt(2.0 / fan_in) if std is None else std)
 
 

@@ -124,6 +124,9 @@ def proxy_a_distance_details(features_source: np.ndarray, features_target: np.nd
         raise ValueError("proxy_a_distance: features contain NaN or infinity")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"proxy_a_distance: val_fraction must lie in (0, 1), got {val_fraction}")
+    if Xs.shape[1] == 0 or len(alphas) == 0 or not all(a > 0 for a in alphas):
+        raise ValueError(f"proxy_a_distance: needs at least one feature and at least one ridge strength > 0, got "
+                         f"D = {Xs.shape[1]} and alphas {tuple(alphas)}")
     rng = np.random.default_rng(seed)
     # Equal counts, so that a classifier that guesses has error 0.5 and d_A = 0 means "indistinguishable".
     n = min(len(Xs), len(Xt))

@@ -568,3 +568,10 @@ def test_save_checkpoint_names_what_cannot_be_saved_and_writes_nothing(tmp_path)
     with pytest.raises(TypeError, match="'state/names' has dtype object"):
         save_checkpoint(tmp_path / "b.npz", model, state={"names": np.array(["a", None], dtype=object)})
     assert not any(tmp_path.iterdir())
+
+
+def test_build_model_and_domain_labels_name_a_wrong_argument():
+    with pytest.raises(ValueError, match=r"pass rng=numpy.random.default_rng\(seed\), got 0"):
+        build_model(0)
+    with pytest.raises(ValueError, match="domain_labels: row counts must be >= 0"):
+        domain_labels(-1, 2)

@@ -122,3 +122,10 @@ def test_leaves_the_callers_features_untouched(dtype):
     proxy_a_distance(X, Y)
     np.testing.assert_array_equal(X, X0)
     np.testing.assert_array_equal(Y, Y0)
+
+
+def test_refuses_no_features_and_no_ridge_strength():
+    with pytest.raises(ValueError, match="at least one feature"):
+        proxy_a_distance(np.zeros((10, 0)), np.zeros((10, 0)))
+    with pytest.raises(ValueError, match="at least one ridge strength > 0"):
+        proxy_a_distance(_features(0, 20, 3), _features(1, 20, 3), alphas=())
