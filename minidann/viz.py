@@ -107,6 +107,9 @@ def plot_sample_grid(source_images: np.ndarray, target_images: np.ndarray, path:
         return img.transpose(1, 2, 0) if img.shape[0] == 3 else img
 
     n = min(n, len(source_images), len(target_images))
+    if n < 1:
+        raise ValueError(f"plot_sample_grid: needs at least one image per domain and n >= 1, got "
+                         f"{len(source_images)} and {len(target_images)} images, n = {n}")
     fig = Figure(figsize=(n * 0.9, 2.3), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for row, (images, name) in enumerate(((source_images, "MNIST"), (target_images, "MNIST-M"))):
@@ -121,7 +124,7 @@ def plot_sample_grid(source_images: np.ndarray, target_images: np.ndarray, path:
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
-    """Project (N, D) points onto their first two principal components: (N, 2).
+    """Project (N, D) points onto their first two principal components: (N, 2) (with D = 1, the second is 0).
 
     With fewer points than dimensions (1,000 features of 2,352 values), the (N, N) Gram matrix Xc Xc^T is the
     cheap route: its top eigenvectors u_i, scaled by sqrt(eigenvalue_i), are exactly the PCA scores Xc v_i
@@ -129,6 +132,10 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     positive) so the picture does not flip between runs.
     """
     xc = np.asarray(x, np.float64)
+    if xc.ndim != 2 or xc.shape[1] < 1:
+        raise ValueError(f"pca_2d: expected (N, D) points with D >= 1, got shape {xc.shape}")
+    if xc.shape[1] == 1:  # one dimension: it is the first component, and there is no second
+        xc = np.concatenate([xc, np.zeros_like(xc)], axis=1)
     xc = xc - xc.mean(axis=0)
     if xc.shape[0] > xc.shape[1]:  # more points than dimensions: the covariance is the smaller matrix
         w, v = np.linalg.eigh(xc.T @ xc)

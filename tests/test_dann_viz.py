@@ -62,3 +62,13 @@ def test_an_interrupted_plot_keeps_the_old_png(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         plot_training_curves([], path)
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+def test_one_dimensional_features_and_empty_image_sets(tmp_path):
+    z = pca_2d(np.arange(5.0)[:, None])
+    np.testing.assert_allclose(np.abs(z[:, 0]), np.abs(np.arange(5.0) - 2))
+    np.testing.assert_array_equal(z[:, 1], 0)
+    assert plot_embedding({"a": (np.ones((5, 1)), np.zeros((5, 1)))}, tmp_path / "e.png").read_bytes()[:8] == PNG_MAGIC
+    empty = np.zeros((0, 3, 28, 28), np.uint8)
+    with pytest.raises(ValueError, match="needs at least one image per domain"):
+        plot_sample_grid(empty, empty, tmp_path / "g.png")
