@@ -70,7 +70,9 @@ class DomainData:
         source_images: (Ns, 3, 28, 28) uint8 (binarised MNIST, see :func:`minidann.dann.prepare_mnist`).
         source_labels: (Ns,) int64.
         target_images: (Nt, 3, 28, 28) uint8 (MNIST-M).
-        target_labels: (Nt,) int64; used only by the ``target`` mode (the upper bound).
+        target_labels: (Nt,) int64; used only by the ``target`` mode (the upper bound); may be empty, (0,), in
+            the other modes (an unlabelled target), as may the source labels in ``target`` mode. (:class:`Trainer`
+            checks all of this.)
         mean: (3,) float32 pixel mean of both training sets.
     """
 
@@ -141,13 +143,13 @@ def _check_domain_data(data: DomainData, mode: str) -> None:
             raise ValueError(f"DomainData.{domain}_images must be uint8 pixels of shape (N, 3, H, W) (from "
                              f"prepare_mnist / prepare_mnistm; the loop preprocesses them), got {images.dtype} "
                              f"{images.shape}")
-        labelled = mode != "dann" or domain == "source"  # in dann mode the target labels are never read
+        labelled = (domain == "target") == (mode == "target")  # the labels this mode reads: target's only there
         if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
             raise ValueError(f"DomainData.{domain}_labels must be integer labels of shape (N,), got {labels.dtype} "
                              f"{labels.shape}")
         if (labelled or labels.size) and len(labels) != len(images):
             raise ValueError(f"DomainData: {len(images)} {domain} images but {len(labels)} {domain} labels"
-                             + ("" if labelled else " (in dann mode they may be left empty: they are never read)"))
+                             + ("" if labelled else f" (in {mode} mode they may be left empty: they are never read)"))
 
 
 def _check_checkpoint_path(path: Path) -> None:

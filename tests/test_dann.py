@@ -575,3 +575,11 @@ def test_build_model_and_domain_labels_name_a_wrong_argument():
         build_model(0)
     with pytest.raises(ValueError, match="domain_labels: row counts must be >= 0"):
         domain_labels(-1, 2)
+
+
+@pytest.mark.parametrize("mode, unread", [("source", "target"), ("dann", "target"), ("target", "source")])
+def test_labels_a_mode_never_reads_may_be_left_empty(tmp_path, mode, unread):
+    d = _tiny_data(16)
+    setattr(d, f"{unread}_labels", np.zeros(0, np.int64))
+    model = build_model(np.random.default_rng(0))
+    Trainer(model, build_optimizer(model), d, mode, 2, 8, np.random.default_rng(0), progress=False).run()
