@@ -89,12 +89,11 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | Non
     meta = {"format_version": FORMAT_VERSION, **meta}
     if rng is not None:
         meta["rng_state"] = rng.bit_generator.state
-    try:
-        arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
-    except (TypeError, ValueError) as e:
-        bad = [k for k, v in meta.items() if not _json_ok(v)]
-        raise TypeError(f"checkpoint meta {bad} cannot be saved ({e}): use plain numbers, strings, lists and dicts "
-                        "(e.g. float(x), int(x), str(path), array.tolist())") from e
+    bad = unsaveable_meta(meta)
+    if bad:
+        raise TypeError(f"checkpoint meta {bad} cannot be saved (not JSON): use plain numbers, strings, lists and "
+                        "dicts (e.g. float(x), int(x), str(path), array.tolist())")
+    arrays["meta"] = np.array(json.dumps(meta))  # a 0-d unicode array: no pickle needed
     for k, v in arrays.items():
         if v.dtype == object:  # np.load(allow_pickle=False) would refuse the whole checkpoint later
             raise TypeError(f"checkpoint array {k!r} has dtype object (it would need pickling): give a numeric array")
@@ -103,12 +102,15 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | Non
     return save_npz_atomic(path, arrays)
 
 
-def _json_ok(value) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def unsaveable_meta(meta: dict) -> list[str]:
+    """The keys of ``meta`` whose values a checkpoint cannot hold (its meta is JSON: numbers, strings, lists, dicts)."""
+    bad = []
+    for key, value in meta.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            bad.append(key)
+    return bad
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -271,7 +271,7 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     if mode != "dann" and n_src != N:
         raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
 
-    dtype = model.parameters()[0].dtype
+    dtype = next(model.named_parameters())[1].dtype  # (the first parameter: no walk over all of them per step)
     if x.dtype != dtype:  # caught here, not after a whole forward and backward pass in the optimizer
         raise TypeError(f"train_step: x is {x.dtype} but the model's parameters are {dtype}: give the batch in "
                         f"{dtype} (minidann.dann.preprocess returns float32 images; or x.astype(np.float32))")
@@ -367,7 +367,6 @@ def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tu
 def _batches(images_u8: np.ndarray, mean: np.ndarray, device: str, batch_size: int):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:  # range() would yield nothing: np.empty
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")  # results never filled
-    _check_pixels(images_u8, "evaluation")
     for i in range(0, len(images_u8), batch_size):
         yield i, to_device(preprocess(images_u8[i:i + batch_size], mean), device)
 

@@ -43,10 +43,10 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
-        if "_params" not in self.__dict__ and isinstance(value, (Parameter, Module)):
-            raise RuntimeError(f"{type(self).__name__}: call super().__init__() at the start of __init__, before "
-                               f"assigning attributes (it sets up the registry of parameters and sub-modules)")
-        if "_params" not in self.__dict__:  # a plain setting before super().__init__(): nothing to register
+        if "_params" not in self.__dict__:  # before super().__init__(): plain settings are fine, layers are not
+            if isinstance(value, (Parameter, Module)):
+                raise RuntimeError(f"{type(self).__name__}: call super().__init__() at the start of __init__, before "
+                                   f"assigning parameters or layers (it sets up their registry)")
             object.__setattr__(self, name, value)
             return
         # The registry is a dict: insertion order, hence the same order on every run (a set would not be).

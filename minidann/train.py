@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import get_array_module, synchronize, to_device, to_numpy
-from .checkpoint import Checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, save_checkpoint, unsaveable_meta
 from .dann import DANN, MODES, halves_evenly, lambda_schedule, lr_schedule, preprocess, train_step
 from .optim import SGD
 
@@ -165,18 +165,14 @@ def _check_checkpoint_path(path: Path) -> None:
 
 
 def _check_meta(meta: dict) -> None:
-    """Extra checkpoint meta must be JSON and must not reuse the checkpoint's own keys."""
-    import json
-
+    """Extra checkpoint meta must be JSON and must not reuse the checkpoint's own keys: checked before training."""
     taken = sorted(set(meta) & set(_CHECKPOINT_KEYS))
     if taken:
         raise ValueError(f"meta keys {taken} are written by every checkpoint already; rename them")
-    for key, value in meta.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"meta[{key!r}] cannot be saved in a checkpoint ({e}): use plain numbers, strings, "
-                             "lists and dicts (e.g. float(x), int(x), str(path), array.tolist())") from e
+    bad = unsaveable_meta(meta)
+    if bad:
+        raise ValueError(f"meta[{bad[0]!r}] cannot be saved in a checkpoint (not JSON): use plain numbers, strings, "
+                         "lists and dicts (e.g. float(x), int(x), str(path), array.tolist())")
 
 
 class Trainer:

@@ -15,21 +15,23 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["pca_2d", "plot_embedding", "plot_sample_grid", "plot_training_curves"]
+from .data._common import temp_path
+
+__all__ = ["pca_2d", "plot_embedding", "plot_sample_grid", "plot_training_curves", "save_png"]
 
 _MODE_COLOURS = {"source": "tab:blue", "dann": "tab:red", "target": "tab:green"}
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` (a .png name) whole: to a temporary file first, then renamed over the old one."""
     path = Path(path)
     if path.suffix.lower() != ".png" or path.is_dir():  # matplotlib would pick the format from the suffix
         raise ValueError(f"plots are written as PNG: give a file name ending in .png, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # an interrupted write must not leave half a PNG
+    tmp = temp_path(path)  # an interrupted write must not leave half a PNG
     try:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -89,7 +91,7 @@ def plot_training_curves(rows: Sequence[Mapping], path: str | os.PathLike) -> Pa
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_sample_grid(source_images: np.ndarray, target_images: np.ndarray, path: str | os.PathLike,
@@ -120,7 +122,7 @@ def plot_sample_grid(source_images: np.ndarray, target_images: np.ndarray, path:
             ax.set_yticks([])
         axes[row, 0].set_ylabel(name)
     fig.suptitle("source (MNIST, binarised) and target (MNIST-M)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
@@ -169,4 +171,4 @@ def plot_embedding(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=8, markerscale=2)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -11,7 +11,6 @@ Bad flags exit with status 2, data errors with status 1, each with a short messa
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from . import (
     load_digits_pair,
     load_embedded,
 )
-from ._common import temp_path
 from .embedded import embedded_path
 from .mnist import MNIST_FILES, find_mnist_file, load_mnist, missing_mnist_files
 from .mnistm import BSDS500_FILE
@@ -116,6 +114,8 @@ def _build(args: argparse.Namespace) -> None:
 def _grid(args: argparse.Namespace) -> None:
     from matplotlib.figure import Figure  # Figure API: no pyplot global state
 
+    from ..viz import save_png
+
     out = Path(args.out)  # a .png name (checked in main, before the data are built)
     pair = load_digits_pair(args.source, args.data_dir, not args.no_verify, args.seed, not args.no_download)
     # Two examples of each digit: row pairs show an MNIST digit above the MNIST-M image built from it.
@@ -132,12 +132,7 @@ def _grid(args: argparse.Namespace) -> None:
     for r, name in enumerate(("MNIST", "MNIST-M", "MNIST", "MNIST-M")):
         axes[r, 0].set_ylabel(name, fontsize=8)
     fig.suptitle(pair.description, fontsize=8)
-    tmp = temp_path(out)  # written whole, then renamed: an interrupted run leaves no half PNG
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_png(fig, out, dpi=100)  # written whole, then renamed: an interrupted run leaves no half PNG
     print(f"wrote {out}: {pair.description}")
 
 
