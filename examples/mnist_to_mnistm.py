@@ -110,9 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steps between test-set evaluations logged to metrics.csv (0: only at the end); they are "
                         "only logged, never used to choose anything")
     p.add_argument("--limit-train", type=int, default=0, metavar="N",
-                   help="use only the first N images of each training set (0: all); for quick trials and tests")
+                   help="use only the first N images of each training set (0: all; else at least the images one "
+                        "batch takes from a domain); for quick trials and tests")
     p.add_argument("--limit-test", type=int, default=0, metavar="N",
-                   help="use only the first N images of each test set (0: all); for quick trials and tests")
+                   help="use only the first N images of each test set (0: all; else at least 8, which the proxy "
+                        "A-distance needs); for quick trials and tests")
     # Testing aids for the NaN guard and Ctrl-C handling (hidden from --help).
     p.add_argument("--debug-nan-at", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--debug-interrupt-at", default=None, metavar="MODE:STEP", help=argparse.SUPPRESS)
