@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import minidann
-from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device
+from minidann.backend import GPUUnavailableError, resolve_device
 from minidann.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minidann.dann import (
     MODES,
@@ -43,12 +43,13 @@ from minidann.dann import (
     prepare_mnistm,
     preprocess,
 )
-from minidann.parallel import auto_threads
+from minidann.fast.parallel import auto_threads
+from minidann.fast.tuning import blas_kernel
 from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
 from minidann.viz import plot_embedding, plot_sample_grid, plot_training_curves
 
 try:  # the proxy A-distance lives in its own module (issue 5); without it the run skips that number
-    from minidann.pad import proxy_a_distance
+    from minidann.proxy_a_distance import proxy_a_distance
 except ImportError:
     proxy_a_distance = None
 
@@ -62,7 +63,7 @@ LOG_EVERY = 50  # steps per metrics row and per NaN check (one device -> host co
 CHECKPOINT_EVERY = 500  # steps between periodic checkpoints
 EMBED_POINTS = 500  # test images per domain in the embedding plot
 PAD_POINTS = 2000  # test images per domain for the proxy A-distance
-PAD_MIN_POINTS = 8  # the fewest it accepts (minidann.pad.proxy_a_distance)
+PAD_MIN_POINTS = 8  # the fewest it accepts (minidann.proxy_a_distance)
 DATA_SEED = 0  # MNIST-M is one fixed dataset: --seed varies the weights and the batches, not the data
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -83,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "to the CPU and says so")
     p.add_argument("--threads", choices=["auto", "1", "2"], default="auto",
                    help="CPU only: 2 runs the two halves of every batch at once on two cores, 1 one after the other "
-                        "(the same result bit for bit, see minidann/parallel.py; 2 takes about 0.6x the time on "
+                        "(the same result bit for bit, see minidann/fast/parallel.py; 2 takes about 0.6x the time on "
                         "a 2-core machine, see docs/performance.md); auto: 2 on a CPU with at least two cores, "
                         "else 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
@@ -354,7 +355,7 @@ def results_table(results: dict) -> str:
         lines.append(f"proxy A-distance (MNIST test vs MNIST-M test, {pad['points_per_domain']} per domain; 0 = "
                      f"indistinguishable, 2 = separable): " + ", ".join(parts))
     elif proxy_a_distance is None:
-        lines.append("proxy A-distance: not computed (minidann.pad is not available)")
+        lines.append("proxy A-distance: not computed (minidann.proxy_a_distance is not available)")
     return "\n".join(lines)
 
 
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_USAGE
     cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
     # The thread count is how the run uses this machine, not part of its configuration (it never changes the
-    # numbers; see minidann/parallel.py), so a resumed run takes it from the flag like the device.
+    # numbers; see minidann/fast/parallel.py), so a resumed run takes it from the flag like the device.
     cfg["threads"] = resolve_threads(args.threads, device, cfg["batch_size"], cfg["modes"])
     if cfg["threads"] == 2 and device != "cpu":
         print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1 (or auto)",

@@ -51,7 +51,7 @@ import minidann as md
 import minidann.functions as F
 from minidann.backend import get_array_module
 from minidann.core import as_tensor
-from minidann.pad import proxy_a_distance
+from minidann.proxy_a_distance import proxy_a_distance
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 import minidann.functions as F
-from minidann.backend import GPUUnavailableError, blas_kernel, resolve_device, synchronize, to_device
+from minidann.backend import GPUUnavailableError, resolve_device, synchronize, to_device
 from minidann.core import Tensor
 from minidann.dann import halves_evenly
-from minidann.parallel import auto_threads
+from minidann.fast.parallel import auto_threads
+from minidann.fast.tuning import blas_kernel, tuned
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -220,6 +221,11 @@ def step_benchmark(device: str, batch: int, steps: int, compare_torch: bool, thr
 
     ``torch_tf32``: on a GPU, leave PyTorch's TF32 convolutions on (see :func:`set_torch_cuda_float32`).
     """
+    with tuned():  # malloc keeps freed memory for the next step, as in training (both libraries get it)
+        return _step_benchmark(device, batch, steps, compare_torch, threads, torch_tf32)
+
+
+def _step_benchmark(device, batch, steps, compare_torch, threads, torch_tf32) -> list[dict]:
     import tracemalloc
 
     impls = {}  # name -> (step, thread count or None for torch)

@@ -20,6 +20,7 @@ here and stays off the device's critical path:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -33,6 +34,8 @@ import numpy as np
 from .backend import get_array_module, synchronize, to_device, to_numpy
 from .checkpoint import Checkpoint, save_checkpoint, unsaveable_meta
 from .dann import DANN, MODES, halves_evenly, lambda_schedule, lr_schedule, preprocess, train_step
+from .dispatch import active_kernels
+from .fast.tuning import tuned
 from .optim import SGD
 
 __all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
@@ -420,7 +423,10 @@ class Trainer:
                    disable=None if self.progress else True, dynamic_ncols=True)
         row = None
         self._start_clock()
+        # fast kernels on the CPU: malloc keeps the step's freed memory for the next step, while this loop runs
+        tuning = tuned() if self.device == "cpu" and active_kernels() == "fast" else contextlib.nullcontext()
         try:
+            tuning.__enter__()
             while self.step < self.num_steps:
                 if self._interrupted:
                     raise self._interrupt()
@@ -455,6 +461,7 @@ class Trainer:
                         self._update_clock()
                         self.save()
         finally:
+            tuning.__exit__(None, None, None)
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

@@ -14,7 +14,7 @@ import pytest
 from minidann.backend import gpu_available
 from minidann.checkpoint import load_checkpoint
 from minidann.dann import lambda_schedule, lr_schedule
-from minidann.parallel import auto_threads
+from minidann.fast.parallel import auto_threads
 from minidann.train import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]

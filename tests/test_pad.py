@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minidann.pad import proxy_a_distance, proxy_a_distance_details
+from minidann.proxy_a_distance import proxy_a_distance, proxy_a_distance_details
 
 
 def _features(seed, n=600, d=40):
@@ -103,7 +103,7 @@ def test_mnist_sized_features_take_seconds():
 def test_every_ridge_strength_solves_its_own_system(n, d):
     # The Gram matrix is reused across strengths, its diagonal rewritten each time: every column must still be
     # the exact ridge solution for its own strength, argmin ||X w - y||^2 + a ||w||^2 = (X^T X + a I)^-1 X^T y.
-    from minidann.pad import _ridge_weights
+    from minidann.proxy_a_distance import _ridge_weights
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((n, d)), rng.standard_normal(n)

@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from minidann.backend import blas_kernel, set_blas_threads
 from minidann.core import Tensor
-from minidann.dann import _forward_backward, _split_in_halves, build_model, build_optimizer, halves_evenly, train_step
-from minidann.parallel import auto_threads, replicate
+from minidann.dann import build_model, build_optimizer, halves_evenly, train_step
+from minidann.dann.step import _forward_backward, _split_in_halves
+from minidann.fast.parallel import auto_threads, replicate
+from minidann.fast.tuning import blas_kernel, set_blas_threads
 
 
 def _batch(n, seed=0):

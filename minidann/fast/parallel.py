@@ -38,8 +38,8 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from .backend import set_blas_threads
-from .layers import Module
+from ..layers import Module
+from .tuning import set_blas_threads
 
 _worker: ThreadPoolExecutor | None = None  # one extra thread, started on first use and reused for every step
 _worker_pid: int | None = None  # the process that started it

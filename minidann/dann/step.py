@@ -1,0 +1,173 @@
+"""One DANN training step: forward through G_f and both heads, one backward pass, one SGD update.
+
+One descent step on L_y + L_d gives exactly the paper's three updates: the GRL multiplies the gradient of L_d
+that reaches G_f by -lambd, while G_d itself descends L_d with weight 1 (JMLR eq. 13-15 and footnote 6).
+
+Everything here is device-agnostic: the model lives where ``model.to(...)`` put it, batches arrive already on
+that device, and :func:`train_step` never waits for the GPU (its statistics stay device arrays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import functions as F
+from ..backend import get_array_module, to_numpy
+from ..core import Tensor
+from ..fast import parallel
+from ..optim import SGD
+from .model import DANN
+from .preprocessing import domain_labels
+
+#: Training modes: source only (lower bound), DANN, and train on labelled target (upper bound).
+MODES = ("source", "dann", "target")
+
+
+@dataclass
+class StepStats:
+    """What one :func:`train_step` measured, as 0-d arrays on the model's device (reading them syncs a GPU).
+
+    Attributes:
+        label_loss: L_y, mean cross-entropy of G_y on the labelled rows.
+        domain_loss: L_d, mean cross-entropy of G_d on all rows (``dann`` mode; None otherwise).
+        domain_acc: fraction of rows whose domain G_d got right (``dann`` mode; None otherwise).
+    """
+
+    label_loss: object
+    domain_loss: object | None = None
+    domain_acc: object | None = None
+
+    def to_host(self) -> dict[str, float | None]:
+        """The statistics as Python floats (None where absent). On a GPU this waits for the step to finish."""
+        return {k: None if v is None else float(to_numpy(v)) for k, v in
+                (("label_loss", self.label_loss), ("domain_loss", self.domain_loss), ("domain_acc", self.domain_acc))}
+
+
+def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lambd: float, lr: float,
+               threads: int = 1) -> StepStats:
+    """One SGD step of ``mode`` on one batch; the unit that ``python -m minidann.bench`` times.
+
+    ``source`` and ``target`` minimise L_y over the whole batch. ``dann`` minimises L_y over the first
+    ``len(y_src)`` rows plus L_d over all rows, through the GRL with coefficient ``lambd``: a single descent step
+    on L_y + L_d that moves G_f by -(dL_y/dtheta_f - lambd dL_d/dtheta_f), G_y by -dL_y and G_d by -dL_d.
+
+    No host-device synchronisation happens here: the losses come back as device arrays (see
+    :class:`StepStats`), and the labels are host arrays that the loss checks on the host and copies.
+
+    Args:
+        model: the :class:`DANN` network, on the same device as ``x``.
+        optimizer: SGD over ``model.parameters()``; its ``lr`` is set to ``lr`` before the update.
+        x: (N, 3, 28, 28) float32 preprocessed batch on the model's device (array or Tensor). In ``dann`` mode
+            the source rows come first, then the target rows.
+        y_src: (n_src,) host int labels of the first n_src rows (n_src = N except in ``dann`` mode).
+        mode: "source", "dann" or "target".
+        lambd: lambda_p for the GRL (used in ``dann`` mode only).
+        lr: mu_p for this step.
+        threads: 1, or 2 on the CPU. On the CPU the step runs as two halves of the batch (each with half of the
+            source rows and half of the target rows) whose gradients are averaged (:mod:`minidann.parallel`): the
+            whole batch's gradient up to float rounding. ``threads=2`` runs the halves at once on two cores,
+            ``threads=1`` one after the other, with the same result bit for bit. (A batch whose source or target
+            rows are odd in number runs whole; ``threads=2`` refuses it.)
+
+    Returns:
+        StepStats with device 0-d arrays.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    N, n_src = x.shape[0], len(y_src)
+    if mode == "dann" and not 0 < n_src < N:
+        raise ValueError(f"dann mode needs source rows then target rows: got {n_src} labels for a batch of {N}")
+    if mode != "dann" and n_src != N:
+        raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
+
+    dtype = next(model.named_parameters())[1].dtype  # (the first parameter: no walk over all of them per step)
+    if x.dtype != dtype:  # caught here, not after a whole forward and backward pass in the optimizer
+        raise TypeError(f"train_step: x is {x.dtype} but the model's parameters are {dtype}: give the batch in "
+                        f"{dtype} (minidann.dann.preprocess returns float32 images; or x.astype(np.float32))")
+    if not (math.isfinite(lr) and lr >= 0):  # a negative lr would ascend the loss, a NaN one ruin every weight
+        raise ValueError(f"train_step: lr must be a finite number >= 0, got {lr}")
+    if mode == "dann" and not math.isfinite(lambd):
+        raise ValueError(f"train_step: lambd must be a finite number, got {lambd}")
+    if threads not in (1, 2):
+        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+    on_cpu = get_array_module(x.data) is np
+    if threads == 2 and not on_cpu:
+        raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
+    # On the CPU the step is two halves whose gradients are averaged (minidann.parallel), run one after the other
+    # (threads=1) or at once (threads=2): the same arithmetic, so the thread count changes the speed, never the
+    # result. A GPU, or a batch whose source and target rows do not both split in two, takes the whole batch.
+    halves = _split_in_halves(x, y_src, mode) if on_cpu else None
+    if threads == 2 and halves is None:
+        n_tgt = N - n_src if mode == "dann" else 0
+        raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
+                         f"rows and of target rows, got {n_src} and {n_tgt}; use a batch size divisible by 4 in "
+                         f"dann mode (by 2 otherwise), or threads=1")
+    optimizer.zero_grad()
+    if mode == "dann":
+        model.grl.lambd = float(lambd)  # (with halves each replica's GRL is set too, in _forward_backward)
+    if halves is None:
+        stats = _forward_backward(model, x, y_src, mode, lambd)
+    else:
+        half_a, half_b = halves
+        a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd),
+                                       threads=threads)
+        # the whole batch's statistics: each half's are means over the same shares of source and target rows
+        stats = StepStats(*(None if va is None else (va + vb) * 0.5
+                            for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
+                                           (a.domain_acc, b.domain_acc))))
+    optimizer.lr = float(lr)
+    optimizer.step()
+    return stats
+
+
+def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float) -> StepStats:
+    """The losses of :func:`train_step` on one batch, and their gradients added to the parameters' ``.grad``."""
+    N, n_src = x.shape[0], len(y_src)
+    f = model.features(x)  # (N, 2352), feeds both heads: backward adds the two gradients
+    domain_loss = domain_acc = None
+    if mode == "dann":
+        label_loss = F.softmax_cross_entropy(model.label_predictor(f[:n_src]), y_src)  # source rows only
+        model.grl.lambd = float(lambd)
+        d_logits = model.domain_classifier(f)  # (N, 2), through the GRL
+        domain_loss = F.softmax_cross_entropy(d_logits, domain_labels(n_src, N - n_src))
+        loss = label_loss + domain_loss
+        # Domain accuracy from the logits already computed, on the device (no labels to copy): source rows
+        # should predict 0, target rows 1.
+        xp = get_array_module(d_logits.data)
+        pred = d_logits.data.argmax(axis=1)
+        correct = (pred[:n_src] == 0).sum() + (pred[n_src:] == 1).sum()
+        domain_acc = xp.asarray(correct, dtype=xp.float32) * xp.float32(1.0 / N)
+    else:
+        loss = label_loss = F.softmax_cross_entropy(model.label_predictor(f), y_src)
+    loss.backward()
+    return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
+
+
+def halves_evenly(batch_size: int, mode: str) -> bool:
+    """Whether the training loop's batches of ``batch_size`` in ``mode`` split into the two halves of train_step.
+
+    That needs an even number of source rows and of target rows; the loop's ``dann`` batches are batch_size // 2
+    source rows and the rest target rows, the other modes' all one kind.
+    """
+    n_src = batch_size // 2 if mode == "dann" else batch_size
+    return n_src % 2 == 0 and (batch_size - n_src) % 2 == 0
+
+
+def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple] | None:
+    """Two halves of the batch, ((x_a, y_a), (x_b, y_b)), each with half of the source and half of the target rows.
+
+    Each half's mean losses then weigh its rows as the whole batch's do, so (g_a + g_b) / 2 is the whole batch's
+    gradient. None when the source rows or the target rows are odd in number (the halves would weigh them unevenly).
+    """
+    N, n_src = x.shape[0], len(y_src)
+    n_tgt = N - n_src if mode == "dann" else 0
+    if n_src % 2 or n_tgt % 2:
+        return None
+    hs, ht = n_src // 2, n_tgt // 2
+    rows_a = np.r_[0:hs, n_src:n_src + ht]
+    rows_b = np.r_[hs:n_src, n_src + ht:N]
+    return (Tensor(x.data[rows_a]), y_src[:hs]), (Tensor(x.data[rows_b]), y_src[hs:])
