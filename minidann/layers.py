@@ -41,7 +41,6 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_modules", {})
-        object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:  # before super().__init__(): plain settings are fine, layers are not

@@ -11,10 +11,11 @@ from .evaluation import evaluate, extract_features, predict
 from .model import DANN, FEATURE_DIM, INIT_BIAS, INIT_STD, build_model, build_optimizer
 from .preprocessing import domain_labels, pixel_mean, prepare_mnist, prepare_mnistm, preprocess
 from .schedules import lambda_schedule, lr_schedule
-from .step import MODES, StepStats, halves_evenly, train_step
+from .step import MODES, StepStats, batch_rows, forward_backward, halves_evenly, train_step
 
 __all__ = [
-    "DANN", "FEATURE_DIM", "INIT_BIAS", "INIT_STD", "MODES", "StepStats", "build_model", "build_optimizer",
-    "domain_labels", "evaluate", "extract_features", "halves_evenly", "lambda_schedule", "lr_schedule",
-    "pixel_mean", "predict", "preprocess", "prepare_mnist", "prepare_mnistm", "train_step",
+    "DANN", "FEATURE_DIM", "INIT_BIAS", "INIT_STD", "MODES", "StepStats", "batch_rows", "build_model",
+    "build_optimizer", "domain_labels", "evaluate", "extract_features", "forward_backward", "halves_evenly",
+    "lambda_schedule", "lr_schedule", "pixel_mean", "predict", "preprocess", "prepare_mnist", "prepare_mnistm",
+    "train_step",
 ]

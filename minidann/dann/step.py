@@ -3,6 +3,10 @@
 One descent step on L_y + L_d gives exactly the paper's three updates: the GRL multiplies the gradient of L_d
 that reaches G_f by -lambd, while G_d itself descends L_d with weight 1 (JMLR eq. 13-15 and footnote 6).
 
+:func:`train_step` and :func:`forward_backward` are that step as the reference kernels run it: the whole batch,
+one forward and one backward pass. The fast kernels (the default) take a detour on the CPU, fenced off at the end
+of this file: the same gradient from the two halves of the batch (:mod:`minidann.fast.parallel`).
+
 Everything here is device-agnostic: the model lives where ``model.to(...)`` put it, batches arrive already on
 that device, and :func:`train_step` never waits for the GPU (its statistics stay device arrays).
 """
@@ -17,6 +21,7 @@ import numpy as np
 from .. import functions as F
 from ..backend import get_array_module, to_numpy
 from ..core import Tensor
+from ..dispatch import active_kernels
 from ..fast import parallel
 from ..optim import SGD
 from .model import DANN
@@ -54,6 +59,11 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     ``len(y_src)`` rows plus L_d over all rows, through the GRL with coefficient ``lambd``: a single descent step
     on L_y + L_d that moves G_f by -(dL_y/dtheta_f - lambd dL_d/dtheta_f), G_y by -dL_y and G_d by -dL_d.
 
+    Under ``minidann.kernels("reference")`` this is one forward and one backward pass over the whole batch
+    (:func:`forward_backward`), then the update. Under the fast kernels (the default) on the CPU, the same
+    gradient comes from the two halves of the batch (:func:`_forward_backward_in_halves`, at the end of this
+    file, and :mod:`minidann.fast.parallel`), equal to the whole batch's up to float rounding.
+
     No host-device synchronisation happens here: the losses come back as device arrays (see
     :class:`StepStats`), and the labels are host arrays that the loss checks on the host and copies.
 
@@ -66,66 +76,34 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
         mode: "source", "dann" or "target".
         lambd: lambda_p for the GRL (used in ``dann`` mode only).
         lr: mu_p for this step.
-        threads: 1, or 2 on the CPU. On the CPU the step runs as two halves of the batch (each with half of the
-            source rows and half of the target rows) whose gradients are averaged (:mod:`minidann.parallel`): the
-            whole batch's gradient up to float rounding. ``threads=2`` runs the halves at once on two cores,
-            ``threads=1`` one after the other, with the same result bit for bit. (A batch whose source or target
-            rows are odd in number runs whole; ``threads=2`` refuses it.)
+        threads: 1, or 2 with the fast kernels on the CPU (checked by
+            :func:`minidann.fast.parallel.check_threads`). The fast step runs its two halves one after the other
+            (1) or at once on two cores (2), with the same result bit for bit. A batch whose source or target
+            rows are odd in number runs whole; ``threads=2`` refuses it, as do the reference kernels.
 
     Returns:
         StepStats with device 0-d arrays.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     x = x if isinstance(x, Tensor) else Tensor(x)
-    N, n_src = x.shape[0], len(y_src)
-    if mode == "dann" and not 0 < n_src < N:
-        raise ValueError(f"dann mode needs source rows then target rows: got {n_src} labels for a batch of {N}")
-    if mode != "dann" and n_src != N:
-        raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
+    n_src, n_tgt = _check_batch(model, x, y_src, mode, lambd, lr)
+    device = "cpu" if get_array_module(x.data) is np else "gpu"
+    kernels = active_kernels()
+    parallel.check_threads(threads, device, kernels, (n_src, n_tgt))  # before anything changes
 
-    dtype = next(model.named_parameters())[1].dtype  # (the first parameter: no walk over all of them per step)
-    if x.dtype != dtype:  # caught here, not after a whole forward and backward pass in the optimizer
-        raise TypeError(f"train_step: x is {x.dtype} but the model's parameters are {dtype}: give the batch in "
-                        f"{dtype} (minidann.dann.preprocess returns float32 images; or x.astype(np.float32))")
-    if not (math.isfinite(lr) and lr >= 0):  # a negative lr would ascend the loss, a NaN one ruin every weight
-        raise ValueError(f"train_step: lr must be a finite number >= 0, got {lr}")
-    if mode == "dann" and not math.isfinite(lambd):
-        raise ValueError(f"train_step: lambd must be a finite number, got {lambd}")
-    if threads not in (1, 2):
-        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
-    on_cpu = get_array_module(x.data) is np
-    if threads == 2 and not on_cpu:
-        raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
-    # On the CPU the step is two halves whose gradients are averaged (minidann.parallel), run one after the other
-    # (threads=1) or at once (threads=2): the same arithmetic, so the thread count changes the speed, never the
-    # result. A GPU, or a batch whose source and target rows do not both split in two, takes the whole batch.
-    halves = _split_in_halves(x, y_src, mode) if on_cpu else None
-    if threads == 2 and halves is None:
-        n_tgt = N - n_src if mode == "dann" else 0
-        raise ValueError(f"threads=2 splits the batch into two equal halves: it needs an even number of source "
-                         f"rows and of target rows, got {n_src} and {n_tgt}; use a batch size divisible by 4 in "
-                         f"dann mode (by 2 otherwise), or threads=1")
     optimizer.zero_grad()
     if mode == "dann":
-        model.grl.lambd = float(lambd)  # (with halves each replica's GRL is set too, in _forward_backward)
-    if halves is None:
-        stats = _forward_backward(model, x, y_src, mode, lambd)
+        model.grl.lambd = float(lambd)
+    if kernels == "fast" and device == "cpu" and n_src % 2 == 0 and n_tgt % 2 == 0:
+        stats = _forward_backward_in_halves(model, x, y_src, mode, lambd, threads)  # the fast layer (below)
     else:
-        half_a, half_b = halves
-        a, b = parallel.mean_of_halves(model, _forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd),
-                                       threads=threads)
-        # the whole batch's statistics: each half's are means over the same shares of source and target rows
-        stats = StepStats(*(None if va is None else (va + vb) * 0.5
-                            for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
-                                           (a.domain_acc, b.domain_acc))))
+        stats = forward_backward(model, x, y_src, mode, lambd)  # the whole batch: one forward, one backward
     optimizer.lr = float(lr)
     optimizer.step()
     return stats
 
 
-def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float) -> StepStats:
-    """The losses of :func:`train_step` on one batch, and their gradients added to the parameters' ``.grad``."""
+def forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float) -> StepStats:
+    """The losses of :func:`train_step` on the batch x (N, 3, 28, 28), their gradients added to each ``.grad``."""
     N, n_src = x.shape[0], len(y_src)
     f = model.features(x)  # (N, 2352), feeds both heads: backward adds the two gradients
     domain_loss = domain_acc = None
@@ -147,14 +125,66 @@ def _forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lamb
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
 
 
-def halves_evenly(batch_size: int, mode: str) -> bool:
-    """Whether the training loop's batches of ``batch_size`` in ``mode`` split into the two halves of train_step.
+def batch_rows(batch_size: int, mode: str) -> tuple[int, int]:
+    """(source rows, target rows) of the training loop's batches of ``batch_size`` in ``mode``.
 
-    That needs an even number of source rows and of target rows; the loop's ``dann`` batches are batch_size // 2
-    source rows and the rest target rows, the other modes' all one kind.
+    ``dann`` batches are batch_size // 2 source rows and the rest target rows; ``source`` batches are all
+    source rows, ``target`` batches all target rows.
     """
-    n_src = batch_size // 2 if mode == "dann" else batch_size
-    return n_src % 2 == 0 and (batch_size - n_src) % 2 == 0
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    n_src = {"source": batch_size, "dann": batch_size // 2, "target": 0}[mode]
+    return n_src, batch_size - n_src
+
+
+def halves_evenly(batch_size: int, mode: str) -> bool:
+    """Whether the training loop's batches of ``batch_size`` in ``mode`` split into the fast step's two halves.
+
+    That needs an even number of source rows and of target rows (:func:`batch_rows`).
+    """
+    n_src, n_tgt = batch_rows(batch_size, mode)
+    return n_src % 2 == 0 and n_tgt % 2 == 0
+
+
+def _check_batch(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float, lr: float) -> tuple[int, int]:
+    """(source rows, target rows) of the batch, after checking every argument of :func:`train_step`.
+
+    Checked here, not after a whole forward and backward pass in the optimizer; a refused step changes nothing.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    N, n_src = x.shape[0], len(y_src)
+    if mode == "dann" and not 0 < n_src < N:
+        raise ValueError(f"dann mode needs source rows then target rows: got {n_src} labels for a batch of {N}")
+    if mode != "dann" and n_src != N:
+        raise ValueError(f"{mode} mode trains on every row: got {n_src} labels for a batch of {N}")
+    dtype = next(model.named_parameters())[1].dtype  # (the first parameter: no walk over all of them per step)
+    if x.dtype != dtype:
+        raise TypeError(f"train_step: x is {x.dtype} but the model's parameters are {dtype}: give the batch in "
+                        f"{dtype} (minidann.dann.preprocess returns float32 images; or x.astype(np.float32))")
+    if not (math.isfinite(lr) and lr >= 0):  # a negative lr would ascend the loss, a NaN one ruin every weight
+        raise ValueError(f"train_step: lr must be a finite number >= 0, got {lr}")
+    if mode == "dann" and not math.isfinite(lambd):
+        raise ValueError(f"train_step: lambd must be a finite number, got {lambd}")
+    return n_src, (N - n_src if mode == "dann" else 0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The fast layer's detour (CPU, minidann.kernels("fast")): the whole batch's gradient from its two halves, each
+# on its own replica of the model, one after the other or on two cores (minidann/fast/parallel.py).
+
+
+def _forward_backward_in_halves(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float,
+                                threads: int) -> StepStats:
+    """:func:`forward_backward` of the whole batch, computed as the mean of its two halves' (source and target
+    rows both even in number); the model's ``.grad`` gets (g_a + g_b) / 2."""
+    half_a, half_b = _split_in_halves(x, y_src, mode)
+    a, b = parallel.mean_of_halves(model, forward_backward, (*half_a, mode, lambd), (*half_b, mode, lambd),
+                                   threads=threads)
+    # the whole batch's statistics: each half's are means over the same shares of source and target rows
+    return StepStats(*(None if va is None else (va + vb) * 0.5
+                       for va, vb in ((a.label_loss, b.label_loss), (a.domain_loss, b.domain_loss),
+                                      (a.domain_acc, b.domain_acc))))
 
 
 def _split_in_halves(x: Tensor, y_src: np.ndarray, mode: str) -> tuple[tuple, tuple] | None:

@@ -12,17 +12,19 @@ backward on its own *replica* of the model: new Parameter objects that share the
 update, in place, reaches every replica) but keep their own ``.grad`` (so the two threads never write to the
 same gradient). The model then gets g = (g_a + g_b) / 2, the full batch's gradient up to float rounding.
 
-On the CPU every training step is computed this way (when the batch splits into two such halves), whether the
-halves run at the same time (``threads=2``) or one after the other (``threads=1``): the same sums in the same
-order, each half's products on one BLAS thread, so the two give the same parameters bit for bit, and the number
-of threads is a matter of speed only. (The whole batch in one pass would round differently.)
+This is the fast layer's training step on the CPU (``minidann.kernels("fast")``, the default), whenever the
+batch splits into two such halves; the reference layer trains on the whole batch in one forward and one backward
+pass (:func:`minidann.dann.train_step`). The halves run at the same time (``threads=2``) or one after the other
+(``threads=1``): the same sums in the same order, each half's products on one BLAS thread, so the two give the
+same parameters bit for bit, and the number of threads is a matter of speed only. (The whole batch in one pass
+rounds differently: the reference step equals this one up to float rounding.)
 
 Why bother on a CPU: in a one-thread step only the matrix products use both cores (OpenBLAS's threads); the
 window unfolding, pooling, ReLU and the rest run on one core, and every product's operands move from one core's
 caches to the other's. With half a batch per thread, all of the step runs on both cores and each core keeps its
 own data. NumPy releases Python's GIL inside array operations, so the two threads do run at the same time
 (not quite everywhere: each NumPy call holds the GIL while it sets up, and a few hold it throughout, such as
-matmul's vector-matrix products; the convolutions avoid those, see item 19 of docs/performance.md).
+matmul's vector-matrix products, which the fast convolutions avoid; see docs/performance.md).
 BLAS is set to one thread meanwhile: otherwise four BLAS threads would share two cores.
 
 The BLAS setting is process-wide while a step runs (other threads' products get one thread meanwhile); where
@@ -38,8 +40,12 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from ..dispatch import active_kernels
 from ..layers import Module
 from .tuning import set_blas_threads
+
+#: The thread counts a training step takes: 1, or 2 for the two halves at once (fast kernels, CPU).
+THREADS = (1, 2)
 
 _worker: ThreadPoolExecutor | None = None  # one extra thread, started on first use and reused for every step
 _worker_pid: int | None = None  # the process that started it
@@ -75,8 +81,7 @@ def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, hal
         (result_a, result_b), the two return values of ``forward_backward``.
     """
     global _worker, _worker_pid
-    if threads not in (1, 2):
-        raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+    check_threads(threads, kernels="fast")
     # (a forked child inherits the pool but not its thread: it starts its own)
     if threads == 2 and (_worker is None or _worker_pid != os.getpid()):
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minidann-half")
@@ -110,12 +115,50 @@ def mean_of_halves(model: Module, forward_backward: Callable, half_a: tuple, hal
     return result_a, result_b
 
 
-def auto_threads(device: str) -> int:
-    """The thread count to use when none is given: 2 on a CPU with at least two cores, else 1.
+def check_threads(threads: int, device: str = "cpu", kernels: str | None = None,
+                  rows: tuple[int, int] | None = None) -> int:
+    """``threads`` if a training step can run with it, else a ValueError that names the problem and the fix.
+
+    The one check of a thread count, used by :func:`minidann.dann.train_step`, the Trainer, the example and the
+    benchmark. Two threads run the two halves of the batch at once, so they need the fast kernels, the CPU, and
+    a batch whose two groups of rows both halve.
+
+    Args:
+        threads: 1 or 2.
+        device: "cpu" or "gpu", where the step runs.
+        kernels: "fast" or "reference" (None: the active layer, :func:`minidann.active_kernels`).
+        rows: (source rows, target rows) of the batch, the two groups each half takes half of (in the ``source``
+            and ``target`` modes one of them is 0); None when not known yet.
+    Returns:
+        ``threads``.
+    """
+    if isinstance(threads, bool) or threads not in THREADS:
+        raise ValueError(f"threads must be 1 or 2 (2: the two halves of every batch at once on two CPU cores), "
+                         f"got {threads!r}")
+    if threads == 1:
+        return threads
+    kernels = active_kernels() if kernels is None else kernels
+    if kernels != "fast":
+        raise ValueError(f"threads 2 runs the fast kernels' two halves of the batch at once; the {kernels} kernels "
+                         f"train on the whole batch in one forward and one backward pass, on one thread: use threads "
+                         f"1, or the fast kernels (--kernels fast, minidann.kernels(\"fast\"))")
+    if device != "cpu":
+        raise ValueError(f"threads 2 runs two halves of the batch on two CPU cores; on the {device} use threads 1")
+    if rows is not None and (rows[0] % 2 or rows[1] % 2):
+        raise ValueError(f"threads 2 splits every batch into two equal halves, each with half of the source and "
+                         f"half of the target rows: it needs an even number of each, got {rows[0]} and {rows[1]}; use "
+                         f"a batch size divisible by 4 in dann mode (by 2 otherwise), or threads 1")
+    return threads
+
+
+def auto_threads(device: str, kernels: str | None = None) -> int:
+    """The thread count to use when none is given: 2 on a CPU with at least two cores under the fast kernels, else 1.
 
     Safe as a default because the count changes only the speed of a CPU step, not its result (see above).
+    ``kernels`` None means the active layer; the reference layer's step is one pass on one thread.
     """
-    return 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    kernels = active_kernels() if kernels is None else kernels
+    return 2 if kernels == "fast" and device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
 def _replicas_of(model: Module) -> tuple[Module, Module]:

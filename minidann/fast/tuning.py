@@ -124,7 +124,7 @@ def blas_kernel() -> str:
 def set_blas_threads(n: int) -> int | None:
     """Let NumPy's OpenBLAS use ``n`` threads from now on; return how many it used before (None: not OpenBLAS).
 
-    :mod:`minidann.parallel` runs two halves of a batch on two Python threads and sets BLAS to one thread
+    :mod:`minidann.fast.parallel` runs two halves of a batch on two Python threads and sets BLAS to one thread
     meanwhile, so that two cores are not shared by four BLAS threads.
     """
     found = _openblas()
