@@ -3,8 +3,11 @@
 :class:`Trainer` runs :func:`minidann.dann.train_step` ``num_steps`` times. Everything around the step lives
 here and stays off the device's critical path:
 
-- Batches: indices from epoch-wise shuffles drawn from the run's host generator (tf-dann's ``batch_generator``:
-  reshuffle when fewer than a batch remain), gathered and preprocessed on the host, then copied to the device.
+- Batches: :class:`~minidann.batches.DomainBatches`, epoch-wise shuffles drawn from the run's host generator
+  (tf-dann's ``batch_generator``), gathered and preprocessed on the host, then copied to the device.
+- Kernels: ``kernels=`` (default: the active layer) applies while :meth:`Trainer.run` runs and goes into every
+  checkpoint; restoring one trained with the other layer is refused. Fast kernels on the CPU run inside
+  :func:`minidann.fast.tuning.tuned`.
 - Logging: the step's losses stay device arrays; every ``log_every`` steps (and at evaluations, checkpoints and
   the end) the window's values are copied to the host once and averaged into one metrics row.
 - NaN guard: at that same copy, every step of the window is checked. A NaN or inf stops training with
@@ -31,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dispatch
 from .backend import get_array_module, synchronize, to_device, to_numpy
+from .batches import DomainBatches, DomainData, EpochSampler
 from .checkpoint import Checkpoint, save_checkpoint, unsaveable_meta
-from .dann import DANN, MODES, halves_evenly, lambda_schedule, lr_schedule, preprocess, train_step
-from .dispatch import active_kernels
+from .dann import DANN, MODES, batch_rows, lambda_schedule, lr_schedule, train_step
+from .fast.parallel import check_threads
 from .fast.tuning import tuned
 from .optim import SGD
 
@@ -66,61 +71,6 @@ class TrainingInterrupted(Exception):
 
 
 @dataclass
-class DomainData:
-    """The training sets of both domains, preprocessed to uint8 (N, 3, 28, 28) on the host.
-
-    Attributes:
-        source_images: (Ns, 3, 28, 28) uint8 (binarised MNIST, see :func:`minidann.dann.prepare_mnist`).
-        source_labels: (Ns,) int64.
-        target_images: (Nt, 3, 28, 28) uint8 (MNIST-M).
-        target_labels: (Nt,) int64; used only by the ``target`` mode (the upper bound); may be empty, (0,), in
-            the other modes (an unlabelled target), as may the source labels in ``target`` mode. (:class:`Trainer`
-            checks all of this.)
-        mean: (3,) float32 pixel mean of both training sets.
-    """
-
-    source_images: np.ndarray
-    source_labels: np.ndarray
-    target_images: np.ndarray
-    target_labels: np.ndarray
-    mean: np.ndarray
-
-
-class EpochSampler:
-    """Batches of indices from shuffled passes over ``n`` items (tf-dann's ``batch_generator``).
-
-    A new permutation is drawn from ``rng`` at the start and whenever fewer than ``batch_size`` items remain
-    (the remainder is dropped, as in tf-dann).
-    """
-
-    def __init__(self, n: int, batch_size: int, rng: np.random.Generator):
-        if not 0 < batch_size <= n:
-            raise ValueError(f"batch size {batch_size} must be between 1 and the number of training images {n}")
-        self.n, self.batch_size, self.rng = n, batch_size, rng
-        self.perm = rng.permutation(n)
-        self.pos = 0
-
-    def next(self) -> np.ndarray:
-        """The next (batch_size,) int64 indices."""
-        if self.pos + self.batch_size > self.n:
-            self.perm = self.rng.permutation(self.n)
-            self.pos = 0
-        idx = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return idx
-
-    def state_dict(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.perm": self.perm, f"{prefix}.pos": np.int64(self.pos)}
-
-    def load_state_dict(self, state: dict[str, np.ndarray], prefix: str) -> None:
-        perm = np.asarray(state[f"{prefix}.perm"])
-        if perm.shape != (self.n,):
-            raise ValueError(f"sampler {prefix}: checkpoint has a permutation of {perm.shape[0]} items, the data "
-                             f"has {self.n} (was the checkpoint made with other data or --limit-train?)")
-        self.perm, self.pos = perm, int(state[f"{prefix}.pos"])
-
-
-@dataclass
 class _Window:
     """The statistics of the steps since the last metrics row.
 
@@ -135,24 +85,7 @@ class _Window:
 
 #: What every checkpoint's meta holds already: extra meta must not use these keys.
 _CHECKPOINT_KEYS = ("mode", "step", "num_steps", "progress", "lambd", "lr", "train_seconds", "eval_seconds",
-                    "last_eval", "format_version", "rng_state")
-
-
-def _check_domain_data(data: DomainData, mode: str) -> None:
-    """Images uint8 (N, 3, H, W); labels (N,) integers for every domain the mode reads labels from."""
-    for domain in ("source", "target"):
-        images, labels = getattr(data, f"{domain}_images"), np.asarray(getattr(data, f"{domain}_labels"))
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"DomainData.{domain}_images must be uint8 pixels of shape (N, 3, H, W) (from "
-                             f"prepare_mnist / prepare_mnistm; the loop preprocesses them), got {images.dtype} "
-                             f"{images.shape}")
-        labelled = (domain == "target") == (mode == "target")  # the labels this mode reads: target's only there
-        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-            raise ValueError(f"DomainData.{domain}_labels must be integer labels of shape (N,), got {labels.dtype} "
-                             f"{labels.shape}")
-        if (labelled or labels.size) and len(labels) != len(images):
-            raise ValueError(f"DomainData: {len(images)} {domain} images but {len(labels)} {domain} labels"
-                             + ("" if labelled else f" (in {mode} mode they may be left empty: they are never read)"))
+                    "last_eval", "kernels", "format_version", "rng_state")
 
 
 def _check_checkpoint_path(path: Path) -> None:
@@ -198,8 +131,11 @@ class Trainer:
         meta: extra JSON-serialisable values for every checkpoint (the run's configuration).
         on_row: called with each metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
         progress: show a tqdm bar on stderr (it also hides itself when stderr is not a terminal).
-        threads: on the CPU, 2 runs the two halves of every batch at once on two cores, 1 one after the other;
-            the same result bit for bit (see :func:`minidann.dann.train_step`).
+        threads: with the fast kernels on the CPU, 2 runs the two halves of every batch at once on two cores, 1
+            one after the other; the same result bit for bit (see :func:`minidann.dann.train_step`). The reference
+            kernels take 1 (checked by :func:`minidann.fast.parallel.check_threads`).
+        kernels: "fast" or "reference", the layer of ops that trains (None: the active one when the Trainer is
+            made); :meth:`run` trains under it whatever is active at the call.
         nan_at_step: testing aid: fill the batch of this step (1-based) with NaN, to exercise the guard.
         interrupt_at_step: testing aid: send this process SIGINT after this step, as Ctrl-C would.
     """
@@ -209,7 +145,7 @@ class Trainer:
                  evaluate: Callable[[DANN], dict] | None = None, checkpoint_path: str | Path | None = None,
                  checkpoint_every: int = 0, meta: dict | None = None, on_row: Callable[[dict], None] | None = None,
                  progress: bool = True, nan_at_step: int | None = None, interrupt_at_step: int | None = None,
-                 threads: int = 1):
+                 threads: int = 1, kernels: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         ints = {"num_steps": num_steps, "batch_size": batch_size, "log_every": log_every, "eval_every": eval_every,
@@ -225,13 +161,12 @@ class Trainer:
                              f"and {checkpoint_every}")
         if mode == "dann" and batch_size < 2:
             raise ValueError("dann mode needs a batch of at least 2 (one source and one target image)")
-        _check_domain_data(data, mode)
         if checkpoint_path is not None:
             _check_checkpoint_path(Path(checkpoint_path))
         meta = dict(meta or {})
         _check_meta(meta)
-        if threads not in (1, 2):
-            raise ValueError(f"threads must be 1 or 2 (2: each half of the batch on its own CPU core), got {threads!r}")
+        self.kernels = dispatch.active_kernels() if kernels is None else dispatch.check_kernels(kernels)
+        check_threads(threads, model.device, self.kernels, batch_rows(batch_size, mode))
         self.model, self.optimizer, self.data, self.mode = model, optimizer, data, mode
         self.num_steps, self.batch_size, self.rng = num_steps, batch_size, rng
         self.log_every, self.eval_every, self.evaluate = log_every, eval_every, evaluate
@@ -241,20 +176,8 @@ class Trainer:
         self.threads = threads
         self.device = model.device
 
-        # Samplers: source rows first, then target rows (train_step relies on that order in dann mode).
-        n_src = {"source": batch_size, "dann": batch_size // 2, "target": 0}[mode]
-        n_tgt = batch_size - n_src
-        if threads == 2 and self.device != "cpu":
-            raise ValueError("threads=2 runs two halves of the batch on two CPU cores; on a GPU use threads=1")
-        if threads == 2 and not halves_evenly(batch_size, mode):
-            raise ValueError(f"threads=2 splits every batch into two equal halves: batch_size {batch_size} gives "
-                             f"{n_src} source and {n_tgt} target rows; use a batch_size divisible by 4 in dann "
-                             f"mode (by 2 otherwise), or threads=1")
-        self.samplers: dict[str, EpochSampler] = {}
-        if n_src:  # (sized by the images: in dann mode the target labels may be missing, they are never read)
-            self.samplers["source"] = EpochSampler(len(data.source_images), n_src, rng)
-        if n_tgt:
-            self.samplers["target"] = EpochSampler(len(data.target_images), n_tgt, rng)
+        self.batches = DomainBatches(data, mode, batch_size, rng)  # (checks the data)
+        self.samplers: dict[str, EpochSampler] = self.batches.samplers
 
         self.step = 0  # steps completed
         self.train_seconds = 0.0  # time in the loop, without evaluations, summed over resumed sessions
@@ -271,28 +194,11 @@ class Trainer:
         p = (step - 1) / self.num_steps
         return p, lambda_schedule(p), lr_schedule(p)
 
-    # -- batches ---------------------------------------------------------------------------------------------
-
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next host batch: x (N, 3, 28, 28) float32 (source rows first) and the labels of the labelled rows."""
-        d = self.data
-        if self.mode == "source":
-            i = self.samplers["source"].next()
-            return preprocess(d.source_images[i], d.mean), d.source_labels[i]
-        if self.mode == "target":
-            j = self.samplers["target"].next()
-            return preprocess(d.target_images[j], d.mean), d.target_labels[j]
-        i, j = self.samplers["source"].next(), self.samplers["target"].next()
-        # target labels are never read in dann mode
-        return preprocess(np.concatenate([d.source_images[i], d.target_images[j]]), d.mean), d.source_labels[i]
-
     # -- checkpoints -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The loop's own state (samplers and the unlogged window) as host arrays."""
-        state = {}
-        for name, s in self.samplers.items():
-            state.update(s.state_dict(name))
+        state = self.batches.state_dict()
         state["window.steps"] = np.asarray(self._window.steps, np.int64)
         state["window.values"] = self._window_host().reshape(-1, 3)
         return state
@@ -307,7 +213,7 @@ class Trainer:
                 self.checkpoint_path, self.model, self.optimizer, self.rng, self.state_dict(),
                 mode=self.mode, step=self.step, num_steps=self.num_steps, progress=p, lambd=lambda_schedule(p),
                 lr=lr_schedule(p), train_seconds=self.train_seconds, eval_seconds=self.eval_seconds,
-                last_eval=self.last_eval, **self.meta, **extra,
+                last_eval=self.last_eval, kernels=self.kernels, **self.meta, **extra,
             )
         except FloatingPointError as e:
             raise TrainingDiverged(f"{e}; {self._last_good()}") from e
@@ -319,14 +225,15 @@ class Trainer:
         if ckpt.meta["mode"] != self.mode or ckpt.meta["num_steps"] != self.num_steps:
             raise ValueError(f"checkpoint {ckpt.path} is for mode {ckpt.meta['mode']!r} with "
                              f"{ckpt.meta['num_steps']} steps, not {self.mode!r} with {self.num_steps}")
-        for name, s in self.samplers.items():  # checked before anything is changed: no half-restored trainer
-            n = np.asarray(ckpt.state.get(f"{name}.perm", ())).shape
-            if n != (s.n,):
-                raise ValueError(f"sampler {name}: checkpoint {ckpt.path} has a permutation of {n} items, the data "
-                                 f"has {s.n} (was the checkpoint made with other data or --limit-train?)")
+        theirs = ckpt.meta.get("kernels", "fast")  # (checkpoints without the key were all trained fast)
+        if theirs != self.kernels:
+            raise ValueError(f"checkpoint {ckpt.path} was trained with the {theirs} kernels, this Trainer runs the "
+                             f"{self.kernels} kernels: resume it with kernels={theirs!r} (--kernels {theirs}), so that "
+                             "the run ends as it would have without the interruption")
+        # checked before anything is changed: no half-restored trainer
+        self.batches.check_state(ckpt.state, f"checkpoint {ckpt.path}")
         ckpt.restore(self.model, self.optimizer, self.rng)
-        for name, s in self.samplers.items():
-            s.load_state_dict(ckpt.state, name)
+        self.batches.load_state_dict(ckpt.state)
         self.step = int(ckpt.meta["step"])
         self.train_seconds = float(ckpt.meta.get("train_seconds", 0.0))
         self.eval_seconds = float(ckpt.meta.get("eval_seconds", 0.0))
@@ -417,60 +324,63 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
-        bar = tqdm(total=self.num_steps, initial=self.step, desc=self.mode, file=sys.stderr, unit="step",
-                   disable=None if self.progress else True, dynamic_ncols=True)
         row = None
-        self._start_clock()
-        # fast kernels on the CPU: malloc keeps the step's freed memory for the next step, while this loop runs
-        tuning = tuned() if self.device == "cpu" and active_kernels() == "fast" else contextlib.nullcontext()
-        try:
-            tuning.__enter__()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(dispatch.kernels(self.kernels))
+            if self.device == "cpu" and self.kernels == "fast":
+                stack.enter_context(tuned())  # malloc keeps the step's freed memory for the next step, meanwhile
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, self._on_sigint)
+                stack.callback(signal.signal, signal.SIGINT, previous)
+            bar = stack.enter_context(tqdm(
+                total=self.num_steps, initial=self.step, desc=f"{self.mode} ({self.kernels} kernels)", file=sys.stderr,
+                unit="step", disable=None if self.progress else True, dynamic_ncols=True))
+            self._start_clock()
             while self.step < self.num_steps:
-                if self._interrupted:
-                    raise self._interrupt()
-                step = self.step + 1
-                _, lambd, lr = self.schedule(step)
-                x_host, y = self.next_batch()
-                if step == self.nan_at_step:
-                    x_host[:] = np.nan
-                x = to_device(x_host, self.device)  # the one host -> device copy per step
-                stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr, threads=self.threads)
-                self.step = step
-                self._window.steps.append(step)
-                self._window.values.append((stats.label_loss, stats.domain_loss, stats.domain_acc))
-                bar.update(1)
-                if step == self.interrupt_at_step:
-                    signal.raise_signal(signal.SIGINT)
-
-                evaluate_now = self.evaluate is not None and (
-                    step == self.num_steps or (self.eval_every and step % self.eval_every == 0))
-                checkpoint_now = step == self.num_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)
-                if evaluate_now or checkpoint_now or step % self.log_every == 0:
-                    evaluated = None
-                    if evaluate_now:
-                        self._check_window()  # no point evaluating a diverged model
-                        synchronize()
-                        t_eval = time.perf_counter()
-                        evaluated = self.last_eval = dict(self.evaluate(self.model))
-                        self.eval_seconds += time.perf_counter() - t_eval
-                    row = self._flush(evaluated)
-                    bar.set_postfix(self._postfix(row), refresh=False)
-                    if checkpoint_now:
-                        self._update_clock()
-                        self.save()
-        finally:
-            tuning.__exit__(None, None, None)
-            bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+                row = self._one_step(bar) or row
         self._update_clock()
         if self._interrupted:  # Ctrl-C during the last step: the final checkpoint is saved, but stop the run
             path = None if self.checkpoint_path is None else self.last_checkpoint[0]
             where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path was set"
             raise TrainingInterrupted(f"interrupted at the end of mode {self.mode!r} (step {self.step}); {where}",
                                       self.mode, self.step, path)
+        return row
+
+    def _one_step(self, bar) -> dict | None:
+        """Train step ``self.step + 1``, then log, evaluate and checkpoint as due; the metrics row if one was made."""
+        if self._interrupted:
+            raise self._interrupt()
+        step = self.step + 1
+        _, lambd, lr = self.schedule(step)
+        x_host, y = self.batches.next()
+        if step == self.nan_at_step:
+            x_host[:] = np.nan
+        x = to_device(x_host, self.device)  # the one host -> device copy per step
+        stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr, threads=self.threads)
+        self.step = step
+        self._window.steps.append(step)
+        self._window.values.append((stats.label_loss, stats.domain_loss, stats.domain_acc))
+        bar.update(1)
+        if step == self.interrupt_at_step:
+            signal.raise_signal(signal.SIGINT)
+
+        evaluate_now = self.evaluate is not None and (
+            step == self.num_steps or (self.eval_every and step % self.eval_every == 0))
+        checkpoint_now = step == self.num_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)
+        if not (evaluate_now or checkpoint_now or step % self.log_every == 0):
+            return None
+        evaluated = None
+        if evaluate_now:
+            self._check_window()  # no point evaluating a diverged model
+            synchronize()
+            t_eval = time.perf_counter()
+            evaluated = self.last_eval = dict(self.evaluate(self.model))
+            self.eval_seconds += time.perf_counter() - t_eval
+        row = self._flush(evaluated)
+        bar.set_postfix(self._postfix(row), refresh=False)
+        if checkpoint_now:
+            self._update_clock()
+            self.save()
         return row
 
     def _check_window(self) -> None:

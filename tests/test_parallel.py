@@ -10,7 +10,7 @@ import pytest
 
 from minidann.core import Tensor
 from minidann.dann import build_model, build_optimizer, halves_evenly, train_step
-from minidann.dann.step import _forward_backward, _split_in_halves
+from minidann.dann.step import _split_in_halves, forward_backward
 from minidann.fast.parallel import auto_threads, replicate
 from minidann.fast.tuning import blas_kernel, set_blas_threads
 
@@ -48,7 +48,7 @@ def _run_whole_batch(mode, steps=3, n=8):
     for _ in range(steps):
         opt.zero_grad()
         model.grl.lambd = 0.4
-        stats.append(_forward_backward(model, Tensor(x.astype(np.float64)), y_src, mode, 0.4).to_host())
+        stats.append(forward_backward(model, Tensor(x.astype(np.float64)), y_src, mode, 0.4).to_host())
         opt.lr = 0.01
         opt.step()
     return model, opt, stats
@@ -98,7 +98,7 @@ def test_a_batch_that_does_not_halve_runs_whole_on_one_thread():
     opt = build_optimizer(reference)
     opt.zero_grad()
     reference.grl.lambd = 0.5
-    _forward_backward(reference, Tensor(x), y[:3], "dann", 0.5)
+    forward_backward(reference, Tensor(x), y[:3], "dann", 0.5)
     opt.lr = 0.01
     opt.step()
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
@@ -171,7 +171,7 @@ def test_uneven_halves_and_bad_thread_counts_are_refused():
     model = build_model(np.random.default_rng(0))
     opt = build_optimizer(model)
     x, y = _batch(6)
-    with pytest.raises(ValueError, match="even number of source rows and of target rows, got 3 and 3"):
+    with pytest.raises(ValueError, match="even number of each, got 3 and 3"):
         train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=2)
     with pytest.raises(ValueError, match="threads must be 1 or 2"):
         train_step(model, opt, x, y[:3], "dann", 0.5, 0.01, threads=4)
@@ -273,5 +273,5 @@ def test_trainer_refuses_a_bad_thread_count_before_training(tmp_path):
     with pytest.raises(ValueError, match="threads must be 1 or 2"):
         Trainer(model, build_optimizer(model), data, "dann", 4, 4, rng, progress=False, threads=3)
     # a batch whose halves would be uneven (3 source + 3 target rows) is refused before any step, too
-    with pytest.raises(ValueError, match="batch_size 6 gives 3 source and 3 target rows"):
+    with pytest.raises(ValueError, match="even number of each, got 3 and 3"):
         Trainer(model, build_optimizer(model), data, "dann", 4, 6, rng, progress=False, threads=2)
