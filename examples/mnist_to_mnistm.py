@@ -4,10 +4,10 @@
 Trains the paper's network source-only and with DANN (and, with ``--modes all``, on labelled target data, the
 upper bound), then reports the last iterate's accuracies beside the paper's numbers. Outputs go to ``--out``:
 
-    config.json       the resolved configuration, data and versions
+    config.json       the resolved configuration (kernels and threads included), data and versions
     metrics.csv       step, mode, label_loss, domain_loss, domain_acc, lambda, lr, source_acc, target_acc
     results.json      {"modes": {mode: {source_acc, target_acc, domain_acc (dann), steps, seconds, ms_per_step}},
-                       "proxy_a_distance", "device", "seed", "data", "versions", "reference"}
+                       "proxy_a_distance", "device", "kernels", "seed", "data", "versions", "reference"}
     curves.png        training curves; samples.png: MNIST above MNIST-M; embedding.png: PCA of test features
     checkpoints/      one <mode>.npz per mode (``--resume`` any of them to continue the run)
 
@@ -33,6 +33,7 @@ from minidann.backend import GPUUnavailableError, resolve_device
 from minidann.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minidann.dann import (
     MODES,
+    batch_rows,
     build_model,
     build_optimizer,
     evaluate,
@@ -43,17 +44,14 @@ from minidann.dann import (
     prepare_mnistm,
     preprocess,
 )
-from minidann.fast.parallel import auto_threads
+from minidann.dispatch import KERNELS
+from minidann.fast.parallel import auto_threads, check_threads
 from minidann.fast.tuning import blas_kernel
+from minidann.proxy_a_distance import proxy_a_distance
 from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
 from minidann.viz import plot_embedding, plot_sample_grid, plot_training_curves
 
-try:  # the proxy A-distance lives in its own module (issue 5); without it the run skips that number
-    from minidann.proxy_a_distance import proxy_a_distance
-except ImportError:
-    proxy_a_distance = None
-
-#: MNIST -> MNIST-M accuracies to print beside ours (../shared/paper.md): JMLR Table 2 and the tf-dann notebook.
+#: MNIST -> MNIST-M accuracies to print beside ours: JMLR Table 2 (Ganin et al., 2016) and the tf-dann notebook.
 REFERENCE = {
     "source": {"jmlr_target_acc": 0.5225, "tfdann_source_acc": 0.9873, "tfdann_target_acc": 0.5342},
     "dann": {"jmlr_target_acc": 0.7666, "tfdann_source_acc": 0.9781, "tfdann_target_acc": 0.7076},
@@ -82,11 +80,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train; 'gpu' fails with the reason if CuPy or a GPU is missing, 'auto' falls back "
                         "to the CPU and says so")
+    p.add_argument("--kernels", choices=KERNELS, default=None,
+                   help="the layer of ops that trains and evaluates: fast (the default) computes the same functions "
+                        "faster (on the CPU the batch as two halves, see minidann/fast/); reference runs the "
+                        "textbook ops the docs quote, each step one forward and one backward pass over the whole "
+                        "batch, on one thread (default: fast; with --resume, the run's own)")
     p.add_argument("--threads", choices=["auto", "1", "2"], default="auto",
-                   help="CPU only: 2 runs the two halves of every batch at once on two cores, 1 one after the other "
-                        "(the same result bit for bit, see minidann/fast/parallel.py; 2 takes about 0.6x the time on "
-                        "a 2-core machine, see docs/performance.md); auto: 2 on a CPU with at least two cores, "
-                        "else 1")
+                   help="fast kernels on the CPU only: 2 runs the two halves of every batch at once on two cores, 1 "
+                        "one after the other (the same result bit for bit, see minidann/fast/parallel.py; 2 takes "
+                        "about 0.6x the time on a 2-core machine, see docs/performance.md); auto: 2 on a CPU with at "
+                        "least two cores when the batches halve, else 1 (always 1 with --kernels reference)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (every mode "
                    "starts from the same weights)")
     p.add_argument("--steps", type=int, default=8600, help="SGD steps per mode (tf-dann)")
@@ -144,22 +147,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if 0 < args.limit_test < PAD_MIN_POINTS:
         p.error(f"--limit-test must be 0 (all) or at least {PAD_MIN_POINTS}: the proxy A-distance at the end of the "
                 f"run needs {PAD_MIN_POINTS} test images per domain")
-    if args.threads == "2" and not _halves(args.batch_size, args.modes):
-        p.error("--threads 2 splits every batch into two equal halves (in dann mode, half of the source and half "
-                "of the target images each): use a --batch-size divisible by 4 (by 2 without dann), or --threads 1")
     return args
 
 
-def _halves(batch_size: int, modes: list[str]) -> bool:
-    """Whether every mode's batches split into two halves with half of the source and half of the target images."""
-    return all(halves_evenly(batch_size, mode) for mode in modes)
+def resolve_threads(flag: str, device: str, kernels: str, batch_size: int, modes: list[str]) -> int:
+    """--threads auto|1|2 -> 1 or 2; a ValueError with the reason when 2 cannot run (see check_threads).
 
-
-def resolve_threads(flag: str, device: str, batch_size: int, modes: list[str]) -> int:
-    """--threads auto|1|2 -> 1 or 2. auto: 2 on a CPU with two cores or more when the batches halve, else 1."""
-    if flag != "auto":
-        return int(flag)
-    return auto_threads(device) if _halves(batch_size, modes) else 1
+    auto: 2 on a CPU with two cores or more, under the fast kernels, when every mode's batches halve; else 1.
+    """
+    if flag == "auto":
+        halves = all(halves_evenly(batch_size, mode) for mode in modes)
+        return auto_threads(device, kernels) if halves else 1
+    for mode in modes:
+        check_threads(int(flag), device, kernels, batch_rows(batch_size, mode))
+    return int(flag)
 
 
 def versions() -> dict[str, str | None]:
@@ -190,8 +191,9 @@ def new_run_dir(seed: int) -> Path:
 
 
 #: What makes two checkpoints parts of one run: every mode starts from the seed's weights and trains on the same data
-#: with the same batches and schedule length.
-RUN_KEYS = ("seed", "steps", "batch_size", "data_used", "limit_train", "limit_test")
+#: with the same batches and schedule length, on the same layer of ops.
+RUN_KEYS = ("seed", "steps", "batch_size", "data_used", "limit_train", "limit_test", "kernels")
+RUN_DEFAULTS = {"kernels": "fast"}  # what a configuration without the key ran
 
 
 def foreign_checkpoint(ckpt: Checkpoint, mode: str, cfg: dict) -> str | None:
@@ -202,8 +204,9 @@ def foreign_checkpoint(ckpt: Checkpoint, mode: str, cfg: dict) -> str | None:
     if not isinstance(theirs, dict):
         return "it holds no run configuration"
     for key in RUN_KEYS:
-        if theirs.get(key) != cfg.get(key):
-            return f"{key.replace('_', ' ')} {theirs.get(key)!r} there, {cfg.get(key)!r} in this run"
+        there, here = theirs.get(key, RUN_DEFAULTS.get(key)), cfg.get(key, RUN_DEFAULTS.get(key))
+        if there != here:
+            return f"{key.replace('_', ' ')} {there!r} there, {here!r} in this run"
     return None
 
 
@@ -293,7 +296,7 @@ def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainD
         eval_every=cfg["eval_every"], evaluate=evaluate_test, checkpoint_path=out / "checkpoints" / f"{mode}.npz",
         checkpoint_every=CHECKPOINT_EVERY, meta={"config": cfg}, on_row=on_row, progress=progress,
         nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode),
-        threads=cfg["threads"],
+        threads=cfg["threads"], kernels=cfg["kernels"],
     )
     if resume is not None:
         trainer.restore(resume)
@@ -316,8 +319,6 @@ def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainD
 
 def compute_pad(models: dict, test: DomainData) -> dict | None:
     """Proxy A-distance between MNIST test and MNIST-M test: raw pixels, source-only and DANN features."""
-    if proxy_a_distance is None:
-        return None
     n = min(PAD_POINTS, len(test.source_images), len(test.target_images))
     xs, xt = test.source_images[:n], test.target_images[:n]
     pad = {"raw_pixels": proxy_a_distance(preprocess(xs, test.mean).reshape(n, -1),
@@ -354,8 +355,6 @@ def results_table(results: dict) -> str:
         parts = [f"{k.replace('_', ' ')} {v:.3f}" for k, v in pad.items() if k != "points_per_domain"]
         lines.append(f"proxy A-distance (MNIST test vs MNIST-M test, {pad['points_per_domain']} per domain; 0 = "
                      f"indistinguishable, 2 = separable): " + ", ".join(parts))
-    elif proxy_a_distance is None:
-        lines.append("proxy A-distance: not computed (minidann.proxy_a_distance is not available)")
     return "\n".join(lines)
 
 
@@ -383,6 +382,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         cfg = dict(ckpt.meta["config"])
+        run_kernels = cfg.get("kernels", RUN_DEFAULTS["kernels"])
+        if args.kernels is not None and args.kernels != run_kernels:
+            print(f"error: --kernels {args.kernels}: this run trained with --kernels {run_kernels}, and a resumed run "
+                  f"goes on with its own kernels (the other layer rounds differently, so the run would not end as "
+                  f"an uninterrupted one would); leave --kernels out or give --kernels {run_kernels}, or start a "
+                  f"new run", file=sys.stderr)
+            return EXIT_USAGE
+        cfg["kernels"] = run_kernels
         resume_dir = ckpt.path.parent
         out = Path(args.out) if args.out else resume_dir.parent
         if (out / "config.json").exists() and out.resolve() != resume_dir.parent.resolve():
@@ -410,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         cfg = {
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
+            "kernels": args.kernels or "fast",
             "data": args.data, "data_used": None, "data_dir": args.data_dir, "verify": not args.no_verify,
             "eval_every": args.eval_every, "limit_train": args.limit_train, "limit_test": args.limit_test,
             "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY,
@@ -444,24 +452,26 @@ def main(argv: list[str] | None = None) -> int:
     cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
     # The thread count is how the run uses this machine, not part of its configuration (it never changes the
     # numbers; see minidann/fast/parallel.py), so a resumed run takes it from the flag like the device.
-    cfg["threads"] = resolve_threads(args.threads, device, cfg["batch_size"], cfg["modes"])
-    if cfg["threads"] == 2 and device != "cpu":
-        print("error: --threads 2 is data parallelism over two CPU cores; on a GPU use --threads 1 (or auto)",
-              file=sys.stderr)
-        return EXIT_USAGE
-    if cfg["threads"] == 2 and not _halves(cfg["batch_size"], cfg["modes"]):  # a resumed run's own batch size
-        print(f"error: --threads 2 splits every batch into two equal halves, and this run's batch size "
-              f"{cfg['batch_size']} does not (in dann mode it must be divisible by 4, else by 2); use --threads 1 "
-              f"(or auto)", file=sys.stderr)
+    try:
+        cfg["threads"] = resolve_threads(args.threads, device, cfg["kernels"], cfg["batch_size"], cfg["modes"])
+    except ValueError as e:
+        print(f"error: --threads {args.threads} with --kernels {cfg['kernels']} and --batch-size {cfg['batch_size']}"
+              f": {e}", file=sys.stderr)
         return EXIT_USAGE
     out.mkdir(parents=True, exist_ok=True)
+    with minidann.kernels(cfg["kernels"]):  # training, evaluation and the figures all run on the run's kernels
+        return run_experiment(cfg, device, device_note, out, resume_dir, resumed, args, argv)
 
+
+def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_dir: Path | None,
+                   resumed: dict[str, Checkpoint], args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Load the data, train every mode, write the outputs and print the table; the exit status."""
     print("minidann MNIST -> MNIST-M")
     print(device_note)
     if device == "cpu":
         print(f"  blas         {blas_kernel()} (see docs/performance.md)")
     for k in ("seed", "steps", "batch_size", "modes", "data", "data_dir", "eval_every", "limit_train", "limit_test",
-              "threads", "out"):
+              "kernels", "threads", "out"):
         print(f"  {k:<12} {cfg[k]}")
     try:
         pair, train, test = load_data(cfg)
@@ -522,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_embedding(panels, out / "embedding.png")
     plot_training_curves(writer.rows, out / "curves.png")
     results["proxy_a_distance"] = compute_pad(models, test)
-    results.update(device=device, seed=cfg["seed"], data=data_info, versions=versions(), reference=REFERENCE)
+    results.update(device=device, kernels=cfg["kernels"], seed=cfg["seed"], data=data_info, versions=versions(),
+                   reference=REFERENCE)
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
     print()

@@ -56,11 +56,13 @@ def test_help_lists_every_flag_with_its_default(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--device", "--seed", "--steps", "--batch-size", "--modes", "--data", "--data-dir", "--no-verify",
-                 "--out", "--resume", "--no-progress", "--eval-every", "--limit-train", "--limit-test", "--threads"):
+                 "--out", "--resume", "--no-progress", "--eval-every", "--limit-train", "--limit-test", "--threads",
+                 "--kernels"):
         assert flag in text, flag
     for default in ("(default: auto)", "(default: 8600)", "(default: 64)", "(default: source,dann)",
                     "(default: 1000)", "(default: 0)"):
         assert default in text, default
+    assert "(default: fast; with --resume, the run's own)" in " ".join(text.split())  # (argparse wraps lines)
     assert "runs/" in text and "debug" not in text  # words for None defaults; testing aids stay hidden
 
 
@@ -77,7 +79,7 @@ def test_end_to_end_writes_every_output(tmp_path, data_dir, capsys):
 
     config = json.loads((out / "config.json").read_text())
     assert config["seed"] == 0 and config["steps"] == 16 and config["modes"] == ["source", "dann", "target"]
-    assert config["data_used"] == "embedded" and config["device_used"] == "cpu"
+    assert config["data_used"] == "embedded" and config["device_used"] == "cpu" and config["kernels"] == "fast"
 
     results = json.loads((out / "results.json").read_text())
     assert {"modes", "device", "seed", "data", "versions", "proxy_a_distance"} <= set(results)
@@ -87,13 +89,12 @@ def test_end_to_end_writes_every_output(tmp_path, data_dir, capsys):
         assert ("domain_acc" in r) == (mode == "dann")
         assert r["steps"] == 16 and r["seconds"] > 0 and r["ms_per_step"] > 0
         assert 0 <= r["source_acc"] <= 1 and 0 <= r["target_acc"] <= 1
-    assert results["device"] == "cpu" and results["seed"] == 0
+    assert results["device"] == "cpu" and results["seed"] == 0 and results["kernels"] == "fast"
     assert results["data"]["source"] == "embedded" and results["data"]["train"] == 200
     assert results["versions"]["numpy"] == np.__version__
-    if example.proxy_a_distance is not None:
-        pad = results["proxy_a_distance"]
-        assert {"raw_pixels", "source_only_features", "dann_features"} <= set(pad)
-        assert "proxy A-distance" in stdout
+    pad = results["proxy_a_distance"]
+    assert {"raw_pixels", "source_only_features", "dann_features"} <= set(pad)
+    assert "proxy A-distance" in stdout
 
     with open(out / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -214,23 +215,70 @@ def test_resuming_with_two_threads_a_run_whose_batch_does_not_halve_says_so(tmp_
     ckpt = out / "checkpoints" / "dann.npz"
     code, _, err = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--threads", "2"], capsys)
     assert code == 2
-    assert "batch size 6 does not" in err and "--threads 1" in err and "Traceback" not in err
+    assert "--threads 2 with --kernels fast and --batch-size 6" in err and "got 3 and 3" in err
+    assert "threads 1" in err and "Traceback" not in err
     assert load_checkpoint(ckpt).meta["step"] == 4  # nothing lost: the checkpoint is as it was
 
 
-def test_auto_threads_falls_back_to_one_when_the_batch_does_not_halve():
-    assert example.resolve_threads("auto", "cpu", 6, ["source", "dann"]) == 1  # 3 + 3 rows
-    assert example.resolve_threads("auto", "cpu", 8, ["source", "dann"]) == auto_threads("cpu")
-    assert example.resolve_threads("auto", "cpu", 6, ["source"]) == auto_threads("cpu")
-    assert example.resolve_threads("auto", "gpu", 8, ["dann"]) == 1
-    assert example.resolve_threads("2", "cpu", 8, ["dann"]) == 2
+def test_auto_threads_falls_back_to_one_when_the_batch_does_not_halve_or_the_kernels_are_reference():
+    assert example.resolve_threads("auto", "cpu", "fast", 6, ["source", "dann"]) == 1  # 3 + 3 rows
+    assert example.resolve_threads("auto", "cpu", "fast", 8, ["source", "dann"]) == auto_threads("cpu")
+    assert example.resolve_threads("auto", "cpu", "fast", 6, ["source"]) == auto_threads("cpu")
+    assert example.resolve_threads("auto", "gpu", "fast", 8, ["dann"]) == 1
+    assert example.resolve_threads("auto", "cpu", "reference", 8, ["dann"]) == 1  # one whole-batch pass
+    assert example.resolve_threads("2", "cpu", "fast", 8, ["dann"]) == 2
 
 
-def test_two_threads_need_a_batch_that_halves_evenly(tmp_path, data_dir, capsys):
-    with pytest.raises(SystemExit) as info:
-        example.parse_args(tiny_args(data_dir, tmp_path / "run", "--threads", "2", "--batch-size", "6"))
-    assert info.value.code == 2
-    assert "--batch-size divisible by 4" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, reason", [
+    (["--batch-size", "6"], "got 3 and 3; use a batch size divisible by 4"),
+    (["--kernels", "reference"], "the reference kernels train on the whole batch in one forward and one backward "
+                                 "pass, on one thread: use threads 1, or the fast kernels (--kernels fast"),
+])
+def test_two_threads_are_refused_with_the_reason_before_anything_is_written(tmp_path, data_dir, capsys, flags,
+                                                                           reason):
+    out = tmp_path / "run"
+    code, _, err = run(tiny_args(data_dir, out, "--threads", "2", *flags), capsys)
+    assert code == 2 and "error: --threads 2 with --kernels" in err and reason in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_reference_kernels_run_end_to_end_as_one_whole_batch_pass(tmp_path, data_dir, capsys, monkeypatch):
+    """--kernels reference: every step one forward and one backward pass, on the reference ops, on one thread."""
+    import minidann
+    from minidann.fast import conv, parallel, pool, tuning
+
+    def never(*args, **kwargs):
+        raise AssertionError("the fast layer ran under --kernels reference")
+
+    for module, name in ((parallel, "mean_of_halves"), (parallel, "replicate"), (tuning, "set_blas_threads"),
+                         (tuning, "keep_freed_host_memory"), (conv, "conv2d"), (pool, "max_pool2d")):
+        monkeypatch.setattr(module, name, never)
+    out = tmp_path / "run"
+    code, stdout, _ = run(tiny_args(data_dir, out, "--kernels", "reference", "--threads", "auto", steps=8), capsys)
+    assert code == 0 and "kernels      reference" in stdout and "threads      1" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["kernels"] == "reference" and config["threads"] == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["kernels"] == "reference" and set(results["modes"]) == {"source", "dann"}
+    for mode in ("source", "dann"):
+        assert load_checkpoint(out / "checkpoints" / f"{mode}.npz").meta["kernels"] == "reference"
+    assert minidann.active_kernels() == "fast"  # the run's kernels applied while it ran, not after
+
+
+def test_resume_goes_on_with_the_runs_kernels_and_refuses_others(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, _ = run(tiny_args(data_dir, out, "--kernels", "reference", "--threads", "1", "--debug-interrupt-at",
+                               "dann:4", steps=8), capsys)
+    assert code == 130
+    ckpt = out / "checkpoints" / "dann.npz"
+    before = _snapshot(out)
+    code, _, err = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress", "--kernels", "fast"], capsys)
+    assert code == 2 and "--kernels fast: this run trained with --kernels reference" in err
+    assert "leave --kernels out or give --kernels reference" in err and "Traceback" not in err
+    assert _snapshot(out) == before  # refused before anything was written
+    code, stdout, _ = run(["--resume", str(ckpt), "--device", "cpu", "--no-progress"], capsys)
+    assert code == 0 and "kernels      reference" in stdout
+    assert json.loads((out / "results.json").read_text())["kernels"] == "reference"
 
 
 @pytest.fixture(scope="module")
