@@ -1,6 +1,7 @@
-"""Data parallelism (minidann.parallel, train_step on the CPU): two halves of the batch give the whole batch's step
-up to float rounding, the same bit for bit on one thread or two and on every run; BLAS gets its threads back
-whatever happens."""
+"""The training step on both layers. Fast (minidann.fast.parallel, train_step on the CPU): two halves of the batch
+give the whole batch's step up to float rounding, the same bit for bit on one thread or two and on every run; BLAS
+gets its threads back whatever happens. Reference: one forward and one backward pass over the whole batch, equal
+to the fast step up to float rounding, with no replicas, no BLAS-thread change and one thread."""
 
 import os
 import time
@@ -8,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
+import minidann as md
 from minidann.core import Tensor
 from minidann.dann import build_model, build_optimizer, halves_evenly, train_step
 from minidann.dann.step import _split_in_halves, forward_backward
-from minidann.fast.parallel import auto_threads, replicate
+from minidann.fast.parallel import auto_threads, check_threads, replicate
 from minidann.fast.tuning import blas_kernel, set_blas_threads
 
 
@@ -275,3 +277,139 @@ def test_trainer_refuses_a_bad_thread_count_before_training(tmp_path):
     # a batch whose halves would be uneven (3 source + 3 target rows) is refused before any step, too
     with pytest.raises(ValueError, match="even number of each, got 3 and 3"):
         Trainer(model, build_optimizer(model), data, "dann", 4, 6, rng, progress=False, threads=2)
+
+
+# -- the reference kernels' step: the whole batch, one forward and one backward pass ----------------------------
+
+
+def _spy_on_the_fast_step(monkeypatch):
+    """Make every piece of the two-halves step raise, so that a step that takes it fails."""
+    import minidann.fast.parallel as parallel
+
+    def never(*args, **kwargs):
+        raise AssertionError("the two-halves step ran under the reference kernels")
+
+    for name in ("mean_of_halves", "replicate", "set_blas_threads"):
+        monkeypatch.setattr(parallel, name, never)
+
+
+@pytest.mark.parametrize("mode", ["dann", "source", "target"])
+def test_the_reference_step_is_the_fast_step_up_to_float_rounding(mode, monkeypatch):
+    fast, opt_fast, stats_fast = _run(1, mode)  # float64: two ways of summing the same gradient agree to ~1e-15
+    _spy_on_the_fast_step(monkeypatch)
+    with md.kernels("reference"):
+        ref, opt_ref, stats_ref = _run(1, mode)
+    whole, _, _ = _run_whole_batch(mode)
+    for (name, p_ref), p_fast, p_whole in zip(ref.named_parameters(), fast.parameters(), whole.parameters(),
+                                              strict=True):
+        np.testing.assert_allclose(p_ref.data, p_fast.data, rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(p_ref.data, p_whole.data, rtol=1e-12, atol=1e-14, err_msg=name)
+    for v_ref, v_fast in zip(opt_ref.velocities, opt_fast.velocities, strict=True):
+        assert (v_ref is None) == (v_fast is None)
+        if v_ref is not None:
+            np.testing.assert_allclose(v_ref, v_fast, rtol=1e-12, atol=1e-14)
+    for s_ref, s_fast in zip(stats_ref, stats_fast, strict=True):
+        assert s_ref.keys() == s_fast.keys()
+        for k in s_ref:
+            assert (s_ref[k] is None) == (s_fast[k] is None)
+            if s_ref[k] is not None:
+                assert s_ref[k] == pytest.approx(s_fast[k], rel=1e-12), k
+
+
+def test_the_reference_step_leaves_blas_threads_alone_and_makes_no_replicas(monkeypatch):
+    import minidann.fast.parallel as parallel
+
+    before = set_blas_threads(2)
+    try:
+        calls = []
+        real_set, real_replicate = parallel.set_blas_threads, parallel.replicate
+        monkeypatch.setattr(parallel, "set_blas_threads", lambda n: calls.append(n) or real_set(n))
+        monkeypatch.setattr(parallel, "replicate", lambda m: calls.append("replicate") or real_replicate(m))
+        model = build_model(np.random.default_rng(0))
+        with md.kernels("reference"):
+            _, _, _ = _run(1, "dann", dtype=np.float32)
+            train_step(model, build_optimizer(model), *_dann_batch(8), "dann", 0.5, 0.01)
+        assert calls == [] and model not in parallel._replicas
+        if before is not None:
+            assert blas_kernel().endswith(", 2 threads")
+        train_step(model, build_optimizer(model), *_dann_batch(8), "dann", 0.5, 0.01)  # the fast step: both
+        assert "replicate" in calls and 1 in calls
+    finally:
+        if before is not None:
+            set_blas_threads(before)
+
+
+def _dann_batch(n):
+    x, y = _batch(n)
+    return x, y[: n // 2]
+
+
+def test_two_threads_are_refused_under_the_reference_kernels():
+    model = build_model(np.random.default_rng(0))
+    opt = build_optimizer(model)
+    with md.kernels("reference"):
+        with pytest.raises(ValueError, match=r"the reference kernels train on the whole batch in one forward and one "
+                                             r"backward pass, on one thread: use threads 1, or the fast kernels "
+                                             r"\(--kernels fast"):
+            train_step(model, opt, *_dann_batch(8), "dann", 0.5, 0.01, threads=2)
+    assert all(p.grad is None for p in model.parameters())  # refused before anything changed
+
+
+def test_check_threads_is_the_one_check_of_a_thread_count():
+    assert check_threads(1, "gpu", "reference", (3, 3)) == 1  # one thread runs anywhere, any batch
+    assert check_threads(2, "cpu", "fast", (4, 4)) == 2
+    assert check_threads(2, "cpu", "fast") == 2  # batch not known yet
+    for bad in (0, 3, "2", 2.0 + 0.5, True, None):
+        with pytest.raises(ValueError, match="threads must be 1 or 2"):
+            check_threads(bad)
+    with pytest.raises(ValueError, match="on the gpu use threads 1"):
+        check_threads(2, "gpu", "fast")
+    with pytest.raises(ValueError, match="got 4 and 3"):
+        check_threads(2, "cpu", "fast", (4, 3))
+    with pytest.raises(ValueError, match="reference kernels"):
+        check_threads(2, "cpu", "reference", (4, 4))
+    with md.kernels("reference"):  # None: the active layer
+        with pytest.raises(ValueError, match="reference kernels"):
+            check_threads(2)
+        assert auto_threads("cpu") == 1
+
+
+def test_trainer_trains_under_its_kernels_and_records_them(tmp_path, monkeypatch):
+    from minidann.checkpoint import load_checkpoint
+    from minidann.train import DomainData, Trainer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 3, 28, 28), dtype=np.uint8)
+    data = DomainData(images, rng.integers(0, 10, 16), images, rng.integers(0, 10, 16), np.zeros(3, np.float32))
+
+    def trainer(kernels, path):
+        model = build_model(np.random.default_rng(0))
+        return Trainer(model, build_optimizer(model), data, "dann", 4, 8, np.random.default_rng(1), progress=False,
+                       log_every=2, checkpoint_path=path, kernels=kernels)
+
+    seen = []
+    real_train_step = train_step
+
+    def spy(*args, **kwargs):
+        seen.append(md.active_kernels())
+        return real_train_step(*args, **kwargs)
+
+    monkeypatch.setattr("minidann.train.train_step", spy)
+    ref = trainer("reference", tmp_path / "ref.npz")
+    assert ref.kernels == "reference"
+    ref.run()
+    assert seen == ["reference"] * 4 and md.active_kernels() == "fast"  # applied while it ran, restored after
+    ckpt = load_checkpoint(tmp_path / "ref.npz")
+    assert ckpt.meta["kernels"] == "reference"
+    fast = trainer(None, tmp_path / "fast.npz")  # None: the active layer
+    assert fast.kernels == "fast"
+    with pytest.raises(ValueError, match=r"trained with the reference kernels, this Trainer runs the fast kernels: "
+                                         r"resume it with kernels='reference'"):
+        fast.restore(ckpt)
+    assert fast.step == 0
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        trainer("slow", None)
+    with pytest.raises(ValueError, match="reference kernels"):
+        model = build_model(np.random.default_rng(0))
+        Trainer(model, build_optimizer(model), data, "dann", 4, 8, rng, progress=False, kernels="reference",
+                threads=2)
