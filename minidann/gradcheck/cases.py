@@ -66,7 +66,10 @@ def _conv_case(N, C, H, W, OC, K, stride, pad, bias=True) -> Case:
         return dispatch.conv2d(x, W, b, stride=stride, pad=pad)
 
     shapes = f"x({N},{C},{H},{W}) W({OC},{C},{K},{K}) stride {stride} pad {pad}" + ("" if bias else " no bias")
-    return Case("conv2d", shapes, fn, make, conv=((N, C, H, W), (OC, C, K, K), stride, pad))
+    # atol 1e-7: the objective sums hundreds of products, and its rounding (about 1e-16 * |f| / eps) reaches 1e-8
+    # on a small gradient element for some seeds; a wrong backward is off by far more
+    return Case("conv2d", shapes, fn, make, tol={"rtol": 1e-5, "atol": 1e-7},
+                conv=((N, C, H, W), (OC, C, K, K), stride, pad))
 
 
 def _pool_case(N, C, H, W, k, s) -> Case:
