@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import minidann.functions as F
-from minidann.checks import shuffled_linspace
 from minidann.core import Tensor
+from minidann.gradcheck import shuffled_linspace
 
 # (N, C, H, W, OC, K, stride, pad): stride 2, pad 0 and 2, non-square inputs, batch 1
 CONV_SHAPES = [

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import minidann as md
-from minidann.checks import away_from_zero
-from minidann.gradcheck import check_backward
+from minidann.gradcheck import away_from_zero, check_backward
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "coursework.md"
 

@@ -10,7 +10,7 @@ import pytest
 from skimage import io as skio
 
 from minidann.data import DataError, load_backgrounds, read_bsds500_train
-from minidann.data.mnistm import _is_bsds500_train_photo
+from minidann.data.backgrounds import _is_bsds500_train_photo
 
 TRAIN = "BSR/BSDS500/data/images/train/"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minidann.data import DataError, blend, build_mnistm, draw_positions, skimage_backgrounds
-from minidann.data.mnistm import Backgrounds
+from minidann.data.backgrounds import Backgrounds
 
 
 def _inputs(n_train=300, n_test=100):

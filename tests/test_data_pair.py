@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from minidann.data import DataError, load_digits_pair, resolve_data_dir
+from minidann.data import backgrounds as backgrounds_mod
 from minidann.data import mnist as mnist_mod
-from minidann.data import mnistm as mnistm_mod
 from minidann.data.__main__ import main
+from minidann.data.backgrounds import BSDS500_FILE
 from minidann.data.download import RemoteFile
 from minidann.data.mnist import MNIST_FILES, write_idx
-from minidann.data.mnistm import BSDS500_FILE
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def offline(monkeypatch):
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}/"
     monkeypatch.setattr(mnist_mod, "MNIST_MIRRORS", (base,))
-    monkeypatch.setattr(mnistm_mod, "BSDS500_REMOTE", RemoteFile(BSDS500_FILE, (base + BSDS500_FILE,), "size:1"))
+    monkeypatch.setattr(backgrounds_mod, "BSDS500_REMOTE", RemoteFile(BSDS500_FILE, (base + BSDS500_FILE,), "size:1"))
 
 
 def test_data_dir_resolution(monkeypatch, tmp_path):

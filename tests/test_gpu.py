@@ -5,8 +5,8 @@ import pytest
 
 import minidann as md
 import minidann.functions as F
-from minidann import checks
 from minidann.backend import to_device, to_numpy
+from minidann.gradcheck import cases
 
 pytestmark = pytest.mark.gpu
 
@@ -32,7 +32,7 @@ def _forward_backward(case, device, dtype, seed=0):
     return to_numpy(y.data), grads
 
 
-@pytest.mark.parametrize("case", checks.ALL_CASES, ids=checks.case_id)
+@pytest.mark.parametrize("case", cases.ALL_CASES, ids=cases.case_id)
 def test_cupy_float32_matches_numpy_float64(case):
     y64, g64 = _forward_backward(case, "cpu", np.float64)
     y32, g32 = _forward_backward(case, "gpu", np.float32)
@@ -44,14 +44,14 @@ def test_cupy_float32_matches_numpy_float64(case):
         np.testing.assert_allclose(a, b, rtol=5e-3, atol=5e-4)
 
 
-@pytest.mark.parametrize("case", checks.ALL_CASES, ids=checks.case_id)
+@pytest.mark.parametrize("case", cases.ALL_CASES, ids=cases.case_id)
 def test_gradcheck_on_gpu_float64(case):
-    assert checks.run_case(case, "gpu") < 1e-4
+    assert cases.run_case(case, "gpu") < 1e-4
 
 
 def test_grl_and_dann_update_on_gpu():
-    assert checks.grl_exact(0.7, "gpu") == 0.0
-    assert checks.dann_saddle_check(0.6, "gpu") < 1e-5
+    assert cases.grl_exact(0.7, "gpu") == 0.0
+    assert cases.dann_saddle_check(0.6, "gpu") < 1e-5
 
 
 def test_mixing_devices_raises_type_error():

@@ -1,24 +1,59 @@
-"""Every op and layer passes a float64 gradient check with a random upstream gradient; the checker itself
-catches planted bugs."""
+"""Every op and layer passes a float64 gradient check with a random upstream gradient, on both layers of ops;
+the checker itself catches planted bugs and names what failed."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import minidann as md
 import minidann.functions as F
-from minidann import checks
+from minidann import dispatch
 from minidann.core import Function
-from minidann.gradcheck import check_backward, main, numerical_grad
+from minidann.gradcheck import away_from_zero, cases, check_backward, numerical_grad
+from minidann.gradcheck.__main__ import main
+from minidann.gradcheck.cases import case_id
 
 
-@pytest.mark.parametrize("case", checks.ALL_CASES, ids=checks.case_id)
-def test_every_op_and_layer_passes_gradcheck(case):
-    assert checks.run_case(case, "cpu") < 1e-4
+@pytest.mark.parametrize("kernels", dispatch.KERNELS)
+@pytest.mark.parametrize("case", cases.ALL_CASES, ids=cases.case_id)
+def test_every_op_and_layer_passes_gradcheck(case, kernels):
+    assert cases.run_case(case, "cpu", kernels=kernels) < 1e-4
+    assert dispatch.active_kernels() == "fast"  # run_case restores the layer that was active
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_convolutions_pass_for_other_seeds_too(seed):
+    # the tolerance leaves room for the rounding of long sums, which some seeds bring near a small gradient element
+    for case in cases.ALL_CASES:
+        if case.conv is not None:
+            assert cases.run_case(case, "cpu", seed) < 1e-4, case_id(case)
+
+
+def _conv_cases():
+    return [(c.conv, c.shapes) for c in cases.ALL_CASES if c.name == "conv2d"]
+
+
+def test_conv_cases_cover_every_route_of_the_fast_layer():
+    # (x_shape, W_shape, stride, pad); the fast CPU routes chunk the batch by 4 images
+    convs = [conv for conv, _ in _conv_cases()]
+    s1 = [(x, W, p) for x, W, s, p in convs if s == 1]
+    assert any(x[1] * W[3] >= 16 and p < W[3] for x, W, p in s1), "shifted rows + flipped kernel"
+    assert any(x[1] * W[3] < 16 and p < W[3] for x, W, p in s1), "kept columns"
+    assert (3, 5) in {(x[1], W[3]) for x, W, p in s1}, "DANN's first layer, C = 3, K = 5"
+    assert any(p >= W[3] for x, W, p in s1), "col2im input gradient at stride 1"
+    assert any(s == 2 for _, _, s, _ in convs), "chunked im2col + col2im"
+    small_last_chunk = {(s, x[1] * W[3] >= 16) for x, W, s, p in convs if x[0] > 4 and x[0] % 4}
+    assert small_last_chunk == {(1, True), (1, False), (2, False)}, "a smaller last chunk on each route"
+    pools = {(c.shapes.split("kernel ")[1]) for c in cases.ALL_CASES if c.name == "max_pool2d"}
+    assert {"2 stride 2", "3 stride 3", "3 stride 2"} <= pools, "tiled and overlapping max-pool"
 
 
 def test_table_covers_every_public_function_and_layer():
     import minidann.layers as L
 
-    checked = {c.name for c in checks.ALL_CASES}
+    checked = {c.name for c in cases.ALL_CASES}
     # im2col/col2im are not ops of the graph; they are tested through conv2d and their adjoint identity
     ops = set(F.__all__) - {"im2col", "col2im"}
     assert ops <= checked, f"functions without a gradient check: {ops - checked}"
@@ -49,7 +84,7 @@ class TransposedGy(Function):
 
 
 def test_checker_catches_doubled_gradient():
-    x = checks.away_from_zero(np.random.default_rng(0), (3, 4))
+    x = away_from_zero(np.random.default_rng(0), (3, 4))
     with pytest.raises(AssertionError, match=r"input 0 .*analytic .*numeric .*relative error"):
         check_backward(lambda t: TwiceRelu()(t), [x])
 
@@ -125,15 +160,146 @@ def test_numerical_grad_restores_input():
     np.testing.assert_allclose(g, 2 * x, rtol=1e-6)
 
 
-def test_gradcheck_command_prints_every_op(capsys):
-    assert main(["--device", "cpu"]) == 0
+def _rows(out: str) -> list[list[str]]:
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["op", "shapes", "kernels"] and set(lines[2]) <= {"-", " "}
+    starts = [i for i, ch in enumerate(lines[2]) if ch == "-" and (i == 0 or lines[2][i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [[line[a:b].strip() for a, b in bounds] for line in lines[3:-1]]
+
+
+@pytest.mark.parametrize("layers", [["--kernels", "both"], []])
+def test_gradcheck_command_passes_on_both_layers_with_a_row_per_case(capsys, layers):
+    assert main(["--device", "cpu", *layers]) == 0
     out = capsys.readouterr().out
+    rows = _rows(out)
+    expected = [(c.name, c.shapes) for c in cases.ALL_CASES]
+    for name in dispatch.KERNELS:
+        mine = [r for r in rows if r[2] == name]
+        assert [(r[0], r[1]) for r in mine[:len(expected)]] == expected
+        assert len(mine) == len(expected) + 3  # and the two GRL checks and the DANN update
+        assert all(r[5] == "pass" for r in mine)
+    assert len(rows) == 2 * (len(expected) + 3)
     for name in set(F.__all__) - {"im2col", "col2im"}:
         assert name in out
-    assert "FAIL" not in out and "checks passed" in out
+    assert "FAIL" not in out and out.splitlines()[-1] == f"{len(rows)} of {len(rows)} checks passed"
+    assert dispatch.active_kernels() == "fast"
 
 
-def test_gradcheck_command_refuses_a_negative_seed(capsys):
+@pytest.mark.parametrize("layer", dispatch.KERNELS)
+def test_gradcheck_command_runs_one_layer(capsys, layer):
+    assert main(["--kernels", layer, "--seed", "3"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert {r[2] for r in rows} == {layer} and len(rows) == len(cases.ALL_CASES) + 3
+
+
+def test_gradcheck_command_shows_the_fast_routes(capsys, monkeypatch):
+    from minidann.fast import conv
+
+    def routes(x_shape, W_shape, stride, pad, device="cpu"):
+        assert device == "cpu"
+        return {"forward": f"fwd-s{stride}", "input_grad": f"gx-p{pad}", "weight_grad": f"gW-n{x_shape[0]}"}
+
+    monkeypatch.setattr(conv, "routes", routes, raising=False)
+    assert main(["--kernels", "both"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    convs = [c for c in cases.ALL_CASES if c.conv is not None]
+    for c in convs:
+        (x, _, s, p) = c.conv
+        fast = next(r for r in rows if r[:3] == [c.name, c.shapes, "fast"])
+        ref = next(r for r in rows if r[:3] == [c.name, c.shapes, "reference"])
+        assert fast[3] == f"fwd-s{s} / gx-p{p} / gW-n{x[0]}" and ref[3] == "-"
+    assert all(r[3] == "-" for r in rows if (r[0], r[1]) not in {(c.name, c.shapes) for c in convs})
+
+
+def test_gradcheck_module_runs_as_a_command():
+    done = subprocess.run([sys.executable, "-m", "minidann.gradcheck", "--kernels", "reference"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "kernels: reference" in done.stdout and "checks passed" in done.stdout
+
+
+def test_gradcheck_command_refuses_an_unknown_layer(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["--seed", "-1"])
-    assert info.value.code == 2 and "--seed must be >= 0" in capsys.readouterr().err
+        main(["--kernels", "slow"])
+    assert info.value.code == 2 and "invalid choice: 'slow'" in capsys.readouterr().err
+
+
+class WrongBiasLinear(Function):
+    """A planted bug in a layer: y = x W + b, but the bias gradient forgets to sum over the batch (takes row 0)."""
+
+    def forward(self, x, W, b):
+        self.x, self.W = x, W
+        return x @ W + b
+
+    def backward(self, gy):
+        return gy @ self.W.T, self.x.T @ gy, gy[0]
+
+
+class PlantedLinear(md.Linear):
+    def forward(self, x):
+        return WrongBiasLinear()(x, self.W, self.b)
+
+
+def _net(last):
+    rng = np.random.default_rng(0)
+    inner = md.Sequential(md.Linear(4, 5, rng=rng), md.ReLU(), last(5, 2, rng=rng))
+    return md.Sequential(md.Linear(3, 4, rng=rng), inner)
+
+
+def test_a_failure_names_the_parameter_as_the_module_names_it():
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    net = _net(PlantedLinear)
+    for params in (net, net.parameters()):  # the Module, or its parameters: named as named_parameters names them
+        with pytest.raises(AssertionError, match=r"gradient check failed for parameter 1\.2\.b \(shape \(2,\)\)"):
+            check_backward(net, [x], params=params)
+    correct = _net(md.Linear)
+    assert check_backward(correct, [x], params=correct) < 1e-5
+
+
+def test_parameters_without_a_module_are_named_by_key_or_position():
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((4, 3)), md.Parameter(rng.standard_normal((3, 2))), md.Parameter(np.zeros(2))
+    with pytest.raises(AssertionError, match=r"failed for parameter 1 \(shape"):
+        check_backward(lambda t: WrongBiasLinear()(t, W, b), [x], params=[W, b])
+    with pytest.raises(AssertionError, match=r"failed for parameter bias \(shape"):
+        check_backward(lambda t: WrongBiasLinear()(t, W, b), [x], params={"weight": W, "bias": b})
+
+
+class DoubledGradient(Function):
+    """A planted bug for a whole layer of ops: the identity going forward, twice the gradient going back."""
+
+    def forward(self, y):
+        return y
+
+    def backward(self, gy):
+        return 2 * gy
+
+
+@pytest.mark.parametrize("layer", dispatch.KERNELS)
+def test_a_bug_in_one_layer_of_ops_fails_only_that_layers_rows(capsys, monkeypatch, layer):
+    import minidann.fast.conv
+
+    module = minidann.fast.conv if layer == "fast" else F
+    right = module.conv2d
+    monkeypatch.setattr(module, "conv2d", lambda *args, **kw: DoubledGradient()(right(*args, **kw)))
+    assert main(["--kernels", "both"]) == 1
+    rows = _rows(capsys.readouterr().out)
+    failed = {(r[0], r[2]) for r in rows if r[5] != "pass"}
+    assert failed == {("conv2d", layer), ("Conv2d", layer), ("Sequential", layer)}
+    assert all(r[5].startswith("FAIL: gradient check failed for input 0") for r in rows
+               if r[0] == "conv2d" and r[2] == layer)
+
+
+def test_the_table_in_the_docs_is_the_table_the_command_prints(capsys):
+    # the rows, layers and results; the relative errors depend on the machine's BLAS, the routes on the fast layer
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "gradcheck.md").read_text()
+    table = doc[doc.index("minidann gradient checks on cpu"):]
+    table = table[:table.index("```")]
+    assert main([]) == 0
+    printed = capsys.readouterr().out
+    assert table.splitlines()[0] == printed.splitlines()[0]
+    assert [(r[0], r[1], r[2], r[5]) for r in _rows(table)] == [(r[0], r[1], r[2], r[5]) for r in _rows(printed)], \
+        "docs/gradcheck.md: paste the output of python -m minidann.gradcheck into the table"

@@ -5,7 +5,7 @@ import pytest
 
 import minidann as md
 import minidann.functions as F
-from minidann import checks
+from minidann.gradcheck import cases
 
 
 @pytest.mark.parametrize("lambd", [0.0, 0.3, 1.0, 2.5])
@@ -31,18 +31,18 @@ def test_grl_layer_lambd_is_settable_each_step():
 
 
 def test_plain_gradient_check_of_grl_fails_by_design():
-    msg = checks.grl_plain_check_fails(0.5)
+    msg = cases.grl_plain_check_fails(0.5)
     assert "gradient check failed" in msg
 
 
 def test_plain_gradient_check_of_grl_passes_for_lambd_minus_one():
-    assert checks.run_case(next(c for c in checks.FUNCTION_CASES if c.name == "grad_reverse")) < 1e-6
+    assert cases.run_case(next(c for c in cases.FUNCTION_CASES if c.name == "grad_reverse")) < 1e-6
 
 
 @pytest.mark.parametrize("lambd", [0.0, 0.6, 1.0])
 def test_dann_update_descends_the_saddle_objective(lambd):
     # shared layer: d(L_y - lambd L_d); label head: dL_y; domain head: dL_d (weight 1, footnote 6)
-    assert checks.dann_saddle_check(lambd) < 1e-5
+    assert cases.dann_saddle_check(lambd) < 1e-5
 
 
 def test_dann_saddle_check_detects_a_grl_with_the_wrong_sign(monkeypatch):
@@ -50,4 +50,4 @@ def test_dann_saddle_check_detects_a_grl_with_the_wrong_sign(monkeypatch):
 
     monkeypatch.setattr(grl.GradReverse, "backward", lambda self, gy: gy * self.lambd)
     with pytest.raises(AssertionError, match="G_f"):
-        checks.dann_saddle_check(0.6)
+        cases.dann_saddle_check(0.6)

@@ -17,23 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import mnistm as _mnistm
+from . import backgrounds as _backgrounds
 from ._common import DataError, Split, data_dir_origin, resolve_data_dir
+from .backgrounds import BSDS500_FILE, Backgrounds, load_backgrounds, read_bsds500_train, skimage_backgrounds
 from .download import DEFAULT_TIMEOUT, DataFolderNotWritable, DownloadError, download_files
 from .embedded import load_embedded
 from .mnist import download_mnist, load_mnist, missing_mnist_files, mnist_remotes
-from .mnistm import (
-    BSDS500_FILE,
-    RECIPE_VERSION,
-    Backgrounds,
-    MnistM,
-    blend,
-    build_mnistm,
-    draw_positions,
-    load_backgrounds,
-    read_bsds500_train,
-    skimage_backgrounds,
-)
+from .mnistm import RECIPE_VERSION, MnistM, blend, build_mnistm, draw_positions
 
 __all__ = [
     "DataError",
@@ -101,7 +91,7 @@ def download_all(data_dir: str | os.PathLike | None = None, *, timeout: float = 
     root = resolve_data_dir(data_dir)
     remotes = mnist_remotes(missing_mnist_files(root))
     if not (root / BSDS500_FILE).is_file():
-        remotes.append(_mnistm.BSDS500_REMOTE)
+        remotes.append(_backgrounds.BSDS500_REMOTE)
     return download_files(remotes, root, timeout=timeout) if remotes else []
 
 

@@ -23,9 +23,9 @@ from . import (
     load_digits_pair,
     load_embedded,
 )
+from .backgrounds import BSDS500_FILE
 from .embedded import embedded_path
 from .mnist import MNIST_FILES, find_mnist_file, load_mnist, missing_mnist_files
-from .mnistm import BSDS500_FILE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Checked downloads: mirrors in order, a temporary file in the destination folder, a hash check, `os.replace`.
 
-Nothing here knows about MNIST or BSDS500; `mnist.py` and `mnistm.py` pass their own mirror lists and
+Nothing here knows about MNIST or BSDS500; `mnist.py` and `backgrounds.py` pass their own mirror lists and
 checksum tables, and tests pass a local HTTP server's URLs.
 
 Guarantees:

@@ -5,18 +5,17 @@ With an all-ones ``gy`` a backward that sends gradients to the wrong positions (
 still pass; a random ``gy`` catches it. Everything runs in float64, where the finite-difference error
 (about eps^2 * f''' plus rounding 1e-16 / eps) is far below the tolerance.
 
-Run ``python -m minidann.gradcheck [--device cpu|gpu]`` for a table of every op and layer.
+The table of every op and layer is in :mod:`minidann.gradcheck.cases`; ``python -m minidann.gradcheck`` prints it.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .backend import get_array_module, to_device, to_numpy
-from .core import Tensor, no_grad
+from ..backend import get_array_module, to_device, to_numpy
+from ..core import Tensor, no_grad
 
 
 def rel_error(a, b) -> float:
@@ -44,7 +43,7 @@ def numerical_grad(f: Callable[[], float], x, eps: float = 1e-6) -> np.ndarray:
 
 
 def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps: float = 1e-6, rtol: float = 1e-5,
-                   atol: float = 1e-8, seed: int = 0, params: Sequence[Tensor] = ()) -> float:
+                   atol: float = 1e-8, seed: int = 0, params=()) -> float:
     """Check the gradients that ``fn``'s backward pass computes against central differences.
 
     Args:
@@ -53,14 +52,17 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
             passed through unchanged as constants.
         gy: upstream gradient (output-shaped). Default: standard normal from ``seed``.
         eps: finite-difference step. rtol, atol: element (i) passes if |analytic - numeric| <= atol + rtol * |numeric|.
-        params: extra tensors that ``fn`` reads (a Module's parameters): their ``.data`` is converted to float64
-            in place (the module stays float64 afterwards) and their gradients are checked too.
+        params: extra tensors that ``fn`` reads, checked too: a Module (its parameters, named as
+            ``named_parameters`` names them: ``0.W``), a mapping name -> tensor, or a sequence of tensors (named
+            as ``fn``'s named_parameters names them when ``fn`` is a Module). Their ``.data`` is converted to
+            float64 in place (the module stays float64 afterwards).
 
     Returns:
         The worst relative error over all checked elements (see :func:`rel_error`).
 
     Raises:
-        AssertionError naming the input, the element, the analytic and numeric values and the relative error;
+        AssertionError naming the input or parameter, the element, the analytic and numeric values and the
+            relative error;
             also when a gradient, an input or ``gy`` holds NaN or infinity (no comparison can pass then).
         ValueError: ``eps`` not positive, ``fn`` not returning one Tensor, ``gy`` of the wrong shape; and from the
             backward walk, a backward returning the wrong number of gradients, None where one is needed, or a
@@ -80,10 +82,10 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
             xs.append(Tensor(data))
             names.append(None)
     checked = [(t, n) for t, n in zip(xs, names, strict=True) if n is not None]
-    for j, p in enumerate(params):
+    for p, name in _named(params, fn):
         p.data = p.data.astype(get_array_module(p.data).float64)
         p.grad = None
-        checked.append((p, p.name or f"param {j}"))
+        checked.append((p, f"parameter {name}"))
     if not checked:
         raise ValueError("check_backward: no float input or parameter to check")
 
@@ -139,54 +141,11 @@ def check_backward(fn: Callable[..., Tensor], inputs: Sequence, gy=None, *, eps:
     return worst
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the gradient-check table for every op and layer; return 1 if any check fails."""
-    import argparse
-
-    from . import checks
-    from .backend import GPUUnavailableError, resolve_device
-
-    parser = argparse.ArgumentParser(prog="python -m minidann.gradcheck", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to run (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients (default: 0)")
-    args = parser.parse_args(argv)
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    try:
-        device, _ = resolve_device(args.device)
-    except GPUUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    rows = []  # (op, shapes, max relative error, result)
-
-    def row(op, shapes, run):
-        try:
-            value = run()
-            err = f"{value:.2e}" if isinstance(value, float) else "-"
-            rows.append((op, shapes, err, "pass"))
-        except AssertionError as e:
-            rows.append((op, shapes, "-", "FAIL: " + str(e).split(":")[0]))
-
-    for case in checks.ALL_CASES:
-        row(case.name, case.shapes, lambda case=case: checks.run_case(case, device, args.seed))
-    row("grad_reverse", "(3,4), lambd 0.7: grad == -lambd * gy exactly", lambda: checks.grl_exact(0.7, device))
-    row("grad_reverse", "(3,4), lambd 0.5: a plain check must fail, by design",
-        lambda: checks.grl_plain_check_fails(0.5, device) and None)
-    row("DANN update", "G_f vs L_y - lambd L_d, G_y vs L_y, G_d vs L_d (lambd 0.6)",
-        lambda: checks.dann_saddle_check(0.6, device, args.seed))
-
-    widths = [max(len(r[i]) for r in rows + [("op", "shapes", "max rel error", "result")]) for i in range(4)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(f"minidann gradient checks on {device} (float64, central differences, random upstream gradient)")
-    print(line.format("op", "shapes", "max rel error", "result"))
-    print(line.format(*("-" * w for w in widths)))
-    for r in rows:
-        print(line.format(*r))
-    failed = sum(not r[3].startswith("pass") for r in rows)
-    print(f"{len(rows) - failed} of {len(rows)} checks passed")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _named(params, fn) -> list[tuple[Tensor, str]]:
+    """(tensor, name) pairs for check_backward's ``params``: the Module's own names wherever there are any."""
+    if hasattr(params, "named_parameters"):  # a Module
+        return [(p, name) for name, p in params.named_parameters()]
+    if isinstance(params, Mapping):
+        return [(p, str(name)) for name, p in params.items()]
+    known = {id(p): name for name, p in fn.named_parameters()} if hasattr(fn, "named_parameters") else {}
+    return [(p, known.get(id(p)) or p.name or str(j)) for j, p in enumerate(params)]

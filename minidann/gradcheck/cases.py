@@ -3,17 +3,32 @@
 Each :class:`Case` builds its inputs from a seeded host generator (float64), so the same case runs on NumPy
 and, moved to the GPU, on CuPy. Inputs avoid the places where finite differences lie: ReLU inputs are kept at
 least 0.1 away from 0, and max-pool inputs are a shuffled linspace, so no two values of a window are close.
+
+Convolution and max-pool cases call :mod:`minidann.dispatch`, so they check whichever layer of ops is active
+(``with minidann.kernels("reference"):``). The convolution cases cover every route of the fast layer: stride 1
+with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like DANN's first
+layer: C = 3, K = 5), stride 2 (chunked im2col, col2im), stride 1 with pad >= K (col2im input gradient), and
+batches whose last chunk of 4 images is smaller (N = 5, 9). Max-pool cases are tiled (kernel == stride) and
+overlapping (kernel 3, stride 2).
+
+Besides the table: :func:`grl_exact` and :func:`grl_plain_check_fails` check the GRL for what it claims, and
+:func:`dann_saddle_check` checks the whole DANN update against finite differences of the saddle objective.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import functions as F
-from . import layers as L
+from .. import dispatch
+from .. import functions as F
+from .. import layers as L
+from ..backend import to_device, to_numpy
+from ..core import Tensor, no_grad
+from .checker import check_backward, numerical_grad, rel_error
 
 
 def away_from_zero(rng: np.random.Generator, shape) -> np.ndarray:
@@ -37,6 +52,8 @@ class Case:
     make: Callable[[np.random.Generator], list]
     module_factory: Callable[[np.random.Generator], L.Module] | None = None
     tol: dict = field(default_factory=lambda: {"rtol": 1e-5, "atol": 1e-8})
+    #: a convolution's (x_shape, W_shape, stride, pad), for :func:`route`
+    conv: tuple | None = None
 
 
 def _conv_case(N, C, H, W, OC, K, stride, pad, bias=True) -> Case:
@@ -46,15 +63,18 @@ def _conv_case(N, C, H, W, OC, K, stride, pad, bias=True) -> Case:
         return [x, Wt, rng.standard_normal(OC)] if bias else [x, Wt]
 
     def fn(x, W, b=None):
-        return F.conv2d(x, W, b, stride=stride, pad=pad)
+        return dispatch.conv2d(x, W, b, stride=stride, pad=pad)
 
     shapes = f"x({N},{C},{H},{W}) W({OC},{C},{K},{K}) stride {stride} pad {pad}" + ("" if bias else " no bias")
-    return Case("conv2d", shapes, fn, make)
+    # atol 1e-7: the objective sums hundreds of products, and its rounding (about 1e-16 * |f| / eps) reaches 1e-8
+    # on a small gradient element for some seeds; a wrong backward is off by far more
+    return Case("conv2d", shapes, fn, make, tol={"rtol": 1e-5, "atol": 1e-7},
+                conv=((N, C, H, W), (OC, C, K, K), stride, pad))
 
 
 def _pool_case(N, C, H, W, k, s) -> Case:
     return Case("max_pool2d", f"x({N},{C},{H},{W}) kernel {k} stride {s}",
-                lambda x: F.max_pool2d(x, k, s), lambda rng: [shuffled_linspace(rng, (N, C, H, W))])
+                lambda x: dispatch.max_pool2d(x, k, s), lambda rng: [shuffled_linspace(rng, (N, C, H, W))])
 
 
 def _labels(rng, n, k):
@@ -82,13 +102,25 @@ FUNCTION_CASES: list[Case] = [
          lambda r: [r.standard_normal((4, 5)), r.standard_normal((5, 3)), r.standard_normal(3)]),
     Case("linear", "x(1,5) W(5,3) no bias, batch 1", F.linear,
          lambda r: [r.standard_normal((1, 5)), r.standard_normal((5, 3))]),
+    # stride 1, C * KW < 16: kept columns (the second is DANN's first layer, C = 3, K = 5)
     _conv_case(2, 3, 7, 7, 4, 3, 1, 0),
     _conv_case(2, 3, 8, 6, 4, 5, 1, 2),
+    # stride 1, C * KW >= 16, pad < K: shifted rows, flipped-kernel input gradient
+    _conv_case(2, 4, 6, 6, 3, 5, 1, 2),
+    # stride 2: chunked im2col, col2im
     _conv_case(1, 2, 7, 5, 3, 3, 2, 0),
     _conv_case(2, 2, 9, 6, 3, 3, 2, 2, bias=False),
+    # stride 1, pad >= K: the col2im input gradient
+    _conv_case(2, 3, 5, 4, 2, 3, 1, 3),
+    # a last chunk of images smaller than 4, on each route
+    _conv_case(9, 4, 4, 4, 2, 5, 1, 2),
+    _conv_case(5, 3, 5, 5, 2, 3, 1, 1),
+    _conv_case(5, 2, 7, 7, 3, 3, 2, 1),
+    # tiled (kernel == stride; the second drops a last row and column) and overlapping windows
     _pool_case(2, 3, 6, 4, 2, 2),
-    _pool_case(1, 2, 7, 5, 3, 2),
     _pool_case(2, 2, 5, 5, 2, 2),
+    _pool_case(2, 2, 6, 9, 3, 3),
+    _pool_case(1, 2, 7, 5, 3, 2),
     Case("softmax_cross_entropy", "logits(5,4) labels(5,)", F.softmax_cross_entropy,
          lambda r: [3 * r.standard_normal((5, 4)), _labels(r, 5, 4)]),
     Case("softmax_cross_entropy", "logits(1,3) labels(1,), batch 1", F.softmax_cross_entropy,
@@ -102,9 +134,9 @@ LAYER_CASES: list[Case] = [
     Case("Linear", "x(3,5) -> (3,4)", None, lambda r: [r.standard_normal((3, 5))],
          module_factory=lambda rng: L.Linear(5, 4, rng=rng)),
     Case("Conv2d", "x(2,2,6,5) -> (2,3,6,5), 3x3 pad 1", None, lambda r: [r.standard_normal((2, 2, 6, 5))],
-         module_factory=lambda rng: L.Conv2d(2, 3, 3, pad=1, rng=rng)),
+         module_factory=lambda rng: L.Conv2d(2, 3, 3, pad=1, rng=rng), conv=((2, 2, 6, 5), (3, 2, 3, 3), 1, 1)),
     Case("Conv2d", "x(1,3,7,7) -> (1,2,3,3), 3x3 stride 2", None, lambda r: [r.standard_normal((1, 3, 7, 7))],
-         module_factory=lambda rng: L.Conv2d(3, 2, 3, stride=2, rng=rng)),
+         module_factory=lambda rng: L.Conv2d(3, 2, 3, stride=2, rng=rng), conv=((1, 3, 7, 7), (2, 3, 3, 3), 2, 0)),
     Case("MaxPool2d", "x(2,2,4,6) -> (2,2,2,3)", None, lambda r: [shuffled_linspace(r, (2, 2, 4, 6))],
          module_factory=lambda rng: L.MaxPool2d(2, 2)),
     Case("ReLU", "(3,4)", None, lambda r: [away_from_zero(r, (3, 4))], module_factory=lambda rng: L.ReLU()),
@@ -124,17 +156,35 @@ def case_id(case: Case) -> str:
     return f"{case.name}[{case.shapes}]"
 
 
-def run_case(case: Case, device: str = "cpu", seed: int = 0) -> float:
-    """Run one case (raising AssertionError on a mismatch) and return its worst relative error."""
-    from .backend import to_device
-    from .gradcheck import check_backward
+def route(case: Case, kernels: str, device: str = "cpu") -> str:
+    """The route of a convolution case as "forward / input gradient / weight gradient" (y / gx / gW), else "-".
 
-    rng = np.random.default_rng(seed)
-    inputs = [to_device(a, device) for a in case.make(rng)]
-    if case.module_factory is None:
-        return check_backward(case.fn, inputs, seed=seed, **case.tol)
-    module = case.module_factory(np.random.default_rng(seed + 1)).to(device)
-    return check_backward(module, inputs, seed=seed, params=module.parameters(), **case.tol)
+    Under "fast" the names come from ``minidann.fast.conv.routes`` where the fast layer has it; the reference
+    layer has one route for every shape (im2col, one product, col2im).
+    """
+    if case.conv is None or kernels != "fast":
+        return "-"
+    from ..fast import conv
+
+    routes = getattr(conv, "routes", None)
+    if routes is None:
+        return "-"
+    r = routes(*case.conv, device=device)
+    return f"{r['forward']} / {r['input_grad']} / {r['weight_grad']}"
+
+
+def run_case(case: Case, device: str = "cpu", seed: int = 0, kernels: str | None = None) -> float:
+    """Run one case (raising AssertionError on a mismatch) and return its worst relative error.
+
+    ``kernels``: the layer of ops to run it on ("fast" or "reference"); None runs it on the active one.
+    """
+    with dispatch.kernels(kernels) if kernels is not None else contextlib.nullcontext():
+        rng = np.random.default_rng(seed)
+        inputs = [to_device(a, device) for a in case.make(rng)]
+        if case.module_factory is None:
+            return check_backward(case.fn, inputs, seed=seed, **case.tol)
+        module = case.module_factory(np.random.default_rng(seed + 1)).to(device)
+        return check_backward(module, inputs, seed=seed, params=module, **case.tol)
 
 
 def grl_exact(lambd: float = 0.7, device: str = "cpu", seed: int = 0) -> float:
@@ -142,9 +192,6 @@ def grl_exact(lambd: float = 0.7, device: str = "cpu", seed: int = 0) -> float:
 
     Returns the largest absolute deviation (0.0 when exact); raises AssertionError otherwise.
     """
-    from .backend import to_device, to_numpy
-    from .core import Tensor
-
     rng = np.random.default_rng(seed)
     x = Tensor(to_device(rng.standard_normal((3, 4)), device), requires_grad=True)
     gy = to_device(rng.standard_normal((3, 4)), device)
@@ -162,9 +209,6 @@ def grl_exact(lambd: float = 0.7, device: str = "cpu", seed: int = 0) -> float:
 def grl_plain_check_fails(lambd: float = 0.5, device: str = "cpu", seed: int = 0) -> str:
     """A plain finite-difference check of the GRL alone must FAIL for lambd > 0: its backward is not the
     derivative of its forward, by design. Returns the checker's message; raises if the check passed."""
-    from .backend import to_device
-    from .gradcheck import check_backward
-
     x = to_device(np.random.default_rng(seed).standard_normal((3, 4)), device)
     try:
         check_backward(lambda t: F.grad_reverse(t, lambd), [x], seed=seed)
@@ -182,10 +226,6 @@ def dann_saddle_check(lambd: float = 0.6, device: str = "cpu", seed: int = 0, rt
     must give: on theta_f the gradient of L_y - lambd * L_d; on theta_y that of L_y; on theta_d that of L_d.
     Returns the worst relative error; raises AssertionError naming the parameter on a mismatch.
     """
-    from .backend import to_device, to_numpy
-    from .core import Tensor, no_grad
-    from .gradcheck import numerical_grad, rel_error
-
     rng = np.random.default_rng(seed)
     feat = L.Linear(4, 5, rng=rng).to(device)
     head_y = L.Linear(5, 3, rng=rng).to(device)
