@@ -178,39 +178,47 @@ def plot_embedding(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
     return save_png(fig, path)
 
 
-def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_iter: int = 1000) -> np.ndarray:
+def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_iter: int = 1000,
+            threads: int | None = 1) -> np.ndarray:
     """t-SNE of (N, D) points to (N, 2), as the paper's Fig. 5 draws features (scikit-learn's ``TSNE``).
 
     Points of more than 50 dimensions are first projected onto their 50 principal components (the usual
     preliminary step: it keeps the neighbourhoods and cuts the cost of the distances). PCA initialisation and the
     seed make the picture repeatable; the perplexity is lowered to (N - 1) / 3 for small N, where TSNE needs it.
+
+    ``threads`` caps the OpenMP and BLAS threads while it runs (None: scikit-learn's default, every core). One is
+    the default because on a busy 2-core machine two threads took six times the CPU time of one (their
+    synchronisation waits on cores that other processes hold): 141 s instead of 20 s for 1,000 points.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or x.shape[1] < 1 or len(x) < 4:
         raise ValueError(f"tsne_2d: expected (N, D) points with N >= 4 and D >= 1, got shape {x.shape}")
-    if x.shape[1] > 50 and len(x) > 50:
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)
-    tsne = TSNE(n_components=2, perplexity=min(float(perplexity), (len(x) - 1) / 3), init="pca",
-                learning_rate="auto", max_iter=max_iter, random_state=seed)
-    return tsne.fit_transform(x)
+    with threadpool_limits(limits=threads):
+        if x.shape[1] > 50 and len(x) > 50:
+            x = PCA(n_components=50, random_state=seed).fit_transform(x)
+        tsne = TSNE(n_components=2, perplexity=min(float(perplexity), (len(x) - 1) / 3), init="pca",
+                    learning_rate="auto", max_iter=max_iter, random_state=seed)
+        return tsne.fit_transform(x)
 
 
-def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """(N, D) points in 2-D, (N, 2), by ``method``: "pca" (:func:`pca_2d`) or "tsne" (:func:`tsne_2d`)."""
+def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """(N, D) points in 2-D, (N, 2), by ``method``: "pca" (:func:`pca_2d`) or "tsne" (:func:`tsne_2d`, which
+    takes ``seed`` and ``max_iter``)."""
     if method == "pca":
         return pca_2d(x)
     if method == "tsne":
-        return tsne_2d(x, seed=seed)
+        return tsne_2d(x, seed=seed, max_iter=max_iter)
     raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {method!r}")
 
 
 Panels = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
-def embed_panels(panels: Panels, methods: Sequence[str] = ("pca",), seed: int = 0
+def embed_panels(panels: Panels, methods: Sequence[str] = ("pca",), seed: int = 0, max_iter: int = 1000
                  ) -> dict[tuple[str, str], np.ndarray]:
     """Every panel's pooled source + target features in 2-D by every method: (title, method) -> (Ns + Nt, 2).
 
@@ -220,7 +228,7 @@ def embed_panels(panels: Panels, methods: Sequence[str] = ("pca",), seed: int = 
     for m in methods:
         if m not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {m!r}")
-    return {(title, m): embed_2d(np.concatenate([fs, ft]), m, seed)
+    return {(title, m): embed_2d(np.concatenate([fs, ft]), m, seed, max_iter)
             for title, (fs, ft) in panels.items() for m in methods}
 
 

@@ -430,7 +430,7 @@ from minidann.proxy_a_distance import proxy_a_distance
 work = Path(tempfile.mkdtemp())
 pair = load_digits_pair(source="embedded", data_dir=work / "data", seed=0)
 print(pair.description)
-N_TRAIN, N_TEST = 2000, 300
+N_TRAIN, N_TEST = 2000, 200
 src, tgt = prepare_mnist(pair.mnist_train.images[:N_TRAIN]), prepare_mnistm(pair.mnistm_train.images[:N_TRAIN])
 ys = pair.mnist_train.labels[:N_TRAIN]
 src_test, tgt_test = prepare_mnist(pair.mnist_test.images[:N_TEST]), prepare_mnistm(pair.mnistm_test.images[:N_TEST])
@@ -439,7 +439,7 @@ mean = pixel_mean(src, tgt)
 '''),
     md('## Training: source only, then DANN'),
     code('''
-STEPS, BATCH, EVAL_EVERY = 60, 32, 20
+STEPS, BATCH, EVAL_EVERY = 40, 32, 20
 rows, models = [], {}
 for mode in ("source", "dann"):
     rng = np.random.default_rng(0)
@@ -482,7 +482,7 @@ panels = {title: (extract_features(models[m], src_test, mean), extract_features(
 for title, (fs, ft) in panels.items():
     print(f"{title}: proxy A-distance {proxy_a_distance(fs, ft):.2f}")
 start = time.perf_counter()
-emb = viz.embed_panels(panels, ("pca", "tsne"))
+emb = viz.embed_panels(panels, ("pca", "tsne"), max_iter=500)  # 500 iterations: enough for 400 points
 print(f"embeddings in {time.perf_counter() - start:.1f} s")
 display(Image(filename=str(viz.plot_embeddings(panels, work / "embedding.png", ("pca", "tsne"), embeddings=emb))))
 display(Image(filename=str(viz.plot_embeddings_by_class(panels, (ys_test, yt_test), work / "classes.png",
