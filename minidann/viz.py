@@ -17,7 +17,11 @@ from matplotlib.figure import Figure
 
 from .data._common import temp_path
 
-__all__ = ["pca_2d", "plot_embedding", "plot_sample_grid", "plot_training_curves", "save_png"]
+__all__ = ["EMBEDDINGS", "embed_2d", "embed_panels", "pca_2d", "plot_embedding", "plot_embeddings",
+           "plot_embeddings_by_class", "plot_sample_grid", "plot_training_curves", "save_png", "tsne_2d"]
+
+#: The 2-D embeddings of features that the plots know: principal components, and t-SNE as in the paper's Fig. 5.
+EMBEDDINGS = ("pca", "tsne")
 
 _MODE_COLOURS = {"source": "tab:blue", "dann": "tab:red", "target": "tab:green"}
 
@@ -171,4 +175,138 @@ def plot_embedding(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=8, markerscale=2)
+    return save_png(fig, path)
+
+
+def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_iter: int = 1000,
+            threads: int | None = 1) -> np.ndarray:
+    """t-SNE of (N, D) points to (N, 2), as the paper's Fig. 5 draws features (scikit-learn's ``TSNE``).
+
+    Points of more than 50 dimensions are first projected onto their 50 principal components (the usual
+    preliminary step: it keeps the neighbourhoods and cuts the cost of the distances). PCA initialisation and the
+    seed make the picture repeatable; the perplexity is lowered to (N - 1) / 3 for small N, where TSNE needs it.
+
+    ``threads`` caps the OpenMP and BLAS threads while it runs (None: scikit-learn's default, every core). One is
+    the default because on a busy 2-core machine two threads took six times the CPU time of one (their
+    synchronisation waits on cores that other processes hold): 141 s instead of 20 s for 1,000 points.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[1] < 1 or len(x) < 4:
+        raise ValueError(f"tsne_2d: expected (N, D) points with N >= 4 and D >= 1, got shape {x.shape}")
+    with threadpool_limits(limits=threads):
+        if x.shape[1] > 50 and len(x) > 50:
+            x = PCA(n_components=50, random_state=seed).fit_transform(x)
+        tsne = TSNE(n_components=2, perplexity=min(float(perplexity), (len(x) - 1) / 3), init="pca",
+                    learning_rate="auto", max_iter=max_iter, random_state=seed)
+        return tsne.fit_transform(x)
+
+
+def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """(N, D) points in 2-D, (N, 2), by ``method``: "pca" (:func:`pca_2d`) or "tsne" (:func:`tsne_2d`, which
+    takes ``seed`` and ``max_iter``)."""
+    if method == "pca":
+        return pca_2d(x)
+    if method == "tsne":
+        return tsne_2d(x, seed=seed, max_iter=max_iter)
+    raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {method!r}")
+
+
+Panels = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def embed_panels(panels: Panels, methods: Sequence[str] = ("pca",), seed: int = 0, max_iter: int = 1000
+                 ) -> dict[tuple[str, str], np.ndarray]:
+    """Every panel's pooled source + target features in 2-D by every method: (title, method) -> (Ns + Nt, 2).
+
+    Compute them once and hand them to :func:`plot_embeddings` and :func:`plot_embeddings_by_class`: t-SNE of
+    1,000 features takes seconds.
+    """
+    for m in methods:
+        if m not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {m!r}")
+    return {(title, m): embed_2d(np.concatenate([fs, ft]), m, seed, max_iter)
+            for title, (fs, ft) in panels.items() for m in methods}
+
+
+_AXIS_NAMES = {"pca": ("PC 1", "PC 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
+
+
+def _grid(panels: Panels, methods: Sequence[str]):
+    fig = Figure(figsize=(5.2 * max(1, len(panels)), 5 * max(1, len(methods))), layout="constrained")
+    axes = fig.subplots(max(1, len(methods)), max(1, len(panels)), squeeze=False)
+    return fig, axes
+
+
+def plot_embeddings(panels: Panels, path: str | os.PathLike, methods: Sequence[str] = ("pca", "tsne"),
+                    seed: int = 0, embeddings: Mapping[tuple[str, str], np.ndarray] | None = None) -> Path:
+    """The paper's Fig. 5: features of source and target images in 2-D, coloured by domain; one column per model
+    (source-only beside DANN), one row per method (PCA above t-SNE).
+
+    Args:
+        panels: title -> (source features (Ns, D), target features (Nt, D)).
+        path: the PNG to write.
+        methods: rows, from :data:`EMBEDDINGS`.
+        seed: seeds t-SNE (ignored when ``embeddings`` are given).
+        embeddings: from :func:`embed_panels`, to reuse them; computed here when missing.
+    """
+    emb = dict(embeddings) if embeddings is not None else embed_panels(panels, methods, seed)
+    fig, axes = _grid(panels, methods)
+    for row, m in enumerate(methods):
+        for col, (title, (fs, _)) in enumerate(panels.items()):
+            ax, z = axes[row, col], emb[(title, m)]
+            ax.scatter(*z[:len(fs)].T, s=6, alpha=0.6, color="tab:blue", label="source (MNIST test)")
+            ax.scatter(*z[len(fs):].T, s=6, alpha=0.6, color="tab:red", label="target (MNIST-M test)")
+            ax.set_title(f"{title}: {m.upper() if m == 'pca' else 't-SNE'}")
+            ax.set_xlabel(_AXIS_NAMES[m][0])
+            ax.set_ylabel(_AXIS_NAMES[m][1])
+            ax.legend(fontsize=8, markerscale=2)
+    return save_png(fig, path)
+
+
+def plot_embeddings_by_class(panels: Panels, labels: tuple[np.ndarray, np.ndarray], path: str | os.PathLike,
+                             methods: Sequence[str] = ("tsne",), seed: int = 0,
+                             embeddings: Mapping[tuple[str, str], np.ndarray] | None = None,
+                             digits: bool = True) -> Path:
+    """The embeddings of :func:`plot_embeddings` coloured by digit class: each point is its digit drawn in its
+    class's colour (as tf-dann draws it), source digits in plain type and target digits in bold; with
+    ``digits=False``, coloured markers (circles for source, triangles for target).
+
+    Under DANN the ten clusters should hold both domains; under source-only training each class splits in two.
+
+    Args:
+        panels: title -> (source features (Ns, D), target features (Nt, D)).
+        labels: (source labels (Ns,), target labels (Nt,)), int digit classes 0-9, the same for every panel.
+        path, methods, seed, embeddings: as in :func:`plot_embeddings`.
+        digits: draw digits (True) or markers (False).
+    """
+    ys, yt = (np.asarray(v) for v in labels)
+    for title, (fs, ft) in panels.items():
+        if (len(fs), len(ft)) != (len(ys), len(yt)):
+            raise ValueError(f"plot_embeddings_by_class: panel {title!r} has {len(fs)} + {len(ft)} points but "
+                             f"there are {len(ys)} + {len(yt)} labels; give one label per point")
+    emb = dict(embeddings) if embeddings is not None else embed_panels(panels, methods, seed)
+    colours = [f"C{int(k) % 10}" for k in np.concatenate([ys, yt])]
+    fig, axes = _grid(panels, methods)
+    for row, m in enumerate(methods):
+        for col, (title, (fs, _)) in enumerate(panels.items()):
+            ax, z = axes[row, col], emb[(title, m)]
+            n = len(fs)
+            if digits:
+                for i, (u, v) in enumerate(z):
+                    ax.text(u, v, str(int(ys[i] if i < n else yt[i - n])), color=colours[i], fontsize=7,
+                            fontweight="normal" if i < n else "bold", ha="center", va="center")
+                ax.update_datalim(z)
+                ax.autoscale_view()
+            else:
+                ax.scatter(*z[:n].T, s=8, marker="o", c=colours[:n], alpha=0.7, label="source (MNIST test)")
+                ax.scatter(*z[n:].T, s=10, marker="^", c=colours[n:], alpha=0.7, label="target (MNIST-M test)")
+                ax.legend(fontsize=8, markerscale=2)
+            ax.set_title(f"{title}: {m.upper() if m == 'pca' else 't-SNE'}, by digit"
+                         + (" (plain: source, bold: target)" if digits else ""))
+            ax.set_xlabel(_AXIS_NAMES[m][0])
+            ax.set_ylabel(_AXIS_NAMES[m][1])
     return save_png(fig, path)

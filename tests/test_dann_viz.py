@@ -72,3 +72,56 @@ def test_one_dimensional_features_and_empty_image_sets(tmp_path):
     empty = np.zeros((0, 3, 28, 28), np.uint8)
     with pytest.raises(ValueError, match="needs at least one image per domain"):
         plot_sample_grid(empty, empty, tmp_path / "g.png")
+
+
+def _clouds(n=40, d=80, shift=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.standard_normal((n, d)) + shift
+
+
+def test_tsne_keeps_two_clouds_apart_and_repeats_itself():
+    import warnings
+
+    from minidann.viz import tsne_2d
+
+    a, b = _clouds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a renamed TSNE parameter (n_iter -> max_iter) warns before it breaks
+        z = tsne_2d(np.concatenate([a, b]), max_iter=500)
+    assert z.shape == (80, 2)
+    # every point's nearest neighbour in the picture comes from its own cloud
+    dist = np.linalg.norm(z[:, None] - z[None], axis=2) + np.diag(np.full(80, np.inf))
+    side = np.arange(80) >= 40
+    assert (side[dist.argmin(axis=1)] == side).all()
+    np.testing.assert_array_equal(z, tsne_2d(np.concatenate([a, b]), max_iter=500))  # seeded
+
+
+def test_embed_2d_and_its_choices():
+    from minidann.viz import EMBEDDINGS, embed_2d, embed_panels
+
+    a, b = _clouds(n=10, d=5)
+    np.testing.assert_array_equal(embed_2d(a, "pca"), pca_2d(a))
+    assert EMBEDDINGS == ("pca", "tsne")
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        embed_2d(a, "umap")
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        embed_panels({"m": (a, b)}, ["pca", "lle"])
+    with pytest.raises(ValueError, match="N >= 4"):
+        embed_2d(a[:3], "tsne")
+
+
+def test_the_t_sne_figures_write_pngs(tmp_path):
+    from minidann.viz import embed_panels, plot_embeddings, plot_embeddings_by_class
+
+    panels = {"source only": _clouds(n=30, d=60), "DANN": _clouds(n=30, d=60, shift=0.0)}
+    emb = embed_panels(panels, ("pca",))
+    assert sorted(emb) == [("DANN", "pca"), ("source only", "pca")] and all(z.shape == (60, 2) for z in emb.values())
+    emb.update({(t, "tsne"): z[:, ::-1] for (t, _), z in list(emb.items())})  # stands in for t-SNE: drawing only
+    labels = (np.arange(30) % 10, np.arange(30) % 10)
+    paths = [plot_embeddings(panels, tmp_path / "e.png", ("pca", "tsne"), embeddings=emb),
+             plot_embeddings_by_class(panels, labels, tmp_path / "c.png", ("pca", "tsne"), embeddings=emb),
+             plot_embeddings_by_class(panels, labels, tmp_path / "m.png", ("pca",), digits=False)]
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+    with pytest.raises(ValueError, match="give one label per point"):
+        plot_embeddings_by_class(panels, (labels[0][:5], labels[1]), tmp_path / "x.png", ("pca",))

@@ -29,10 +29,8 @@ def test_well_separated_sets_are_near_two():
     assert r.distance == pytest.approx(2.0)
 
 
-def test_separable_small_sets_are_not_handed_to_the_intercept():
-    # 60 + 60 rows in 5-D, shifted by 3: every ridge strength ties at validation error 0. The strongest used to win
-    # the tie, and its shrunken weights let the unpenalised intercept decide the held-out half (d_A 0 to 1.0 on
-    # 3 of these 40 seeds); the tie now goes to the best fit of the -1/+1 targets.
+def test_separable_small_sets_are_near_two():
+    # 60 + 60 rows in 5-D, shifted by 3: small sets, where the strongest regularisation predicts one class only
     values = []
     for seed in range(40):
         rng = np.random.default_rng(seed)
@@ -65,7 +63,7 @@ def test_same_seed_same_value_and_balanced_split():
     assert a == proxy_a_distance_details(X, Y, seed=3)
     # the larger domain is subsampled to the smaller: 2 x 300 rows, half to train, half to test
     assert (a.n_train, a.n_test) == (300, 300)
-    assert a.alpha in a.val_errors
+    assert a.C in a.errors and a.alpha == a.C
 
 
 def test_accepts_float32_and_more_features_than_rows():
@@ -99,22 +97,6 @@ def test_mnist_sized_features_take_seconds():
     assert 0.5 < d < 1.8
 
 
-@pytest.mark.parametrize("n, d", [(60, 8), (8, 60)])  # the primal (D <= N) and the dual (D > N) form
-def test_every_ridge_strength_solves_its_own_system(n, d):
-    # The Gram matrix is reused across strengths, its diagonal rewritten each time: every column must still be
-    # the exact ridge solution for its own strength, argmin ||X w - y||^2 + a ||w||^2 = (X^T X + a I)^-1 X^T y.
-    from minidann.proxy_a_distance import _ridge_weights
-
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
-    alphas = (1e-2, 1.0, 100.0)
-    W = _ridge_weights(X, y, alphas)
-    unit = np.trace(X.T @ X if d <= n else X @ X.T) / min(n, d)
-    for k, a in enumerate(alphas):
-        expected = np.linalg.solve(X.T @ X + a * unit * np.eye(d), X.T @ y)
-        np.testing.assert_allclose(W[:, k], expected, rtol=1e-8, atol=1e-10)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_leaves_the_callers_features_untouched(dtype):
     X, Y = _features(0, n=200).astype(dtype), (_features(1, n=200) + 0.5).astype(dtype)
@@ -124,8 +106,37 @@ def test_leaves_the_callers_features_untouched(dtype):
     np.testing.assert_array_equal(Y, Y0)
 
 
-def test_refuses_no_features_and_no_ridge_strength():
+def test_refuses_no_features_and_no_value_of_c():
     with pytest.raises(ValueError, match="at least one feature"):
         proxy_a_distance(np.zeros((10, 0)), np.zeros((10, 0)))
-    with pytest.raises(ValueError, match="at least one ridge strength > 0"):
-        proxy_a_distance(_features(0, 20, 3), _features(1, 20, 3), alphas=())
+    with pytest.raises(ValueError, match="at least one value of C > 0"):
+        proxy_a_distance(_features(0, 20, 3), _features(1, 20, 3), Cs=())
+    with pytest.raises(ValueError, match="at least one value of C > 0"):
+        proxy_a_distance(_features(0, 20, 3), _features(1, 20, 3), Cs=(0.1, 0.0))
+
+
+def test_keeps_the_lowest_held_out_error_over_the_grid():
+    # The paper's recipe: one SVM per C, each measured on the held-out half, the lowest error wins.
+    X, Y = _features(0, n=300, d=20), _features(1, n=300, d=20) + 0.25
+    r = proxy_a_distance_details(X, Y, Cs=(1e-5, 1e-3, 1e-1))
+    assert set(r.errors) == {1e-5, 1e-3, 1e-1}
+    assert r.test_error == min(r.errors.values()) and r.errors[r.C] == r.test_error
+    assert len(set(r.errors.values())) > 1  # the grid matters here: the strongest C = 1e-5 underfits
+    assert r.raw_distance == pytest.approx(2 * (1 - 2 * r.test_error))
+    # one C gives that C's error
+    one = proxy_a_distance_details(X, Y, Cs=(1e-5,))
+    assert one.test_error == r.errors[1e-5]
+
+
+@pytest.mark.parametrize("delta", [0.5, 1.0, 2.0, 3.0])
+def test_two_gaussian_clouds_give_the_bayes_distance(delta):
+    # Two unit Gaussians whose means lie delta apart: the best linear classifier errs with probability
+    # Phi(-delta / 2), so d_A should come out near 2 (1 - 2 Phi(-delta / 2)) (0.39, 0.77, 1.37, 1.73).
+    from math import erf, sqrt
+
+    rng = np.random.default_rng(int(delta * 10))
+    X = rng.standard_normal((2000, 10))
+    Y = rng.standard_normal((2000, 10))
+    Y[:, 0] += delta
+    bayes = 0.5 * (1 + erf(-delta / 2 / sqrt(2)))
+    assert proxy_a_distance(X, Y) == pytest.approx(2 * (1 - 2 * bayes), abs=0.1)
