@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functions as reference_ops
-from ..checks import away_from_zero
+from ..gradcheck import away_from_zero
 from ..core import Tensor
 from ..gradcheck import check_backward
 
