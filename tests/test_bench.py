@@ -395,3 +395,21 @@ def test_ab_pairs_must_be_a_count(capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(["--ab-pairs", "-1"])
     assert info.value.code == 2 and "--ab-pairs must be at least 1" in capsys.readouterr().err
+
+
+def test_pairs_malloc_gives_every_child_the_same_setting(monkeypatch, capsys):
+    from minidann.bench import pairs
+
+    asked = []
+
+    def fake_child(impl, device, batch, steps, threads=1, kernels_name="fast", malloc="auto"):
+        asked.append((impl, malloc))
+        return {"impl": impl, "ms_per_step": 10.0}
+
+    monkeypatch.setattr(pairs, "run_child", fake_child)
+    monkeypatch.setattr(pairs, "torch_importable", lambda: True)
+    run_bench(capsys, "--ab-pairs", "1", "--steps", "1", "--pairs-malloc", "tuned")
+    assert asked == [("minidann", "tuned"), ("torch", "tuned")]
+    asked.clear()
+    run_bench(capsys, "--ab-pairs", "1", "--steps", "1")
+    assert asked == [("minidann", "auto"), ("torch", "auto")]  # each child decides: as it trains

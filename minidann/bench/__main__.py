@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ab-pairs", type=int, default=0, metavar="N",
                         help="instead of interleaving: N pairs of separate processes, minidann alone against "
                              "PyTorch alone, batch sampling included; each pair's ratio and the median")
+    parser.add_argument("--pairs-malloc", choices=["auto", "tuned", "default"], default="auto",
+                        help="with --ab-pairs: auto gives each child the malloc setting it trains under (minidann's "
+                             "fast loop tuned, PyTorch glibc's defaults); tuned or default give every child the same")
     parser.add_argument("--torch-tf32", action="store_true",
                         help="GPU: leave PyTorch's default TF32 convolutions on (otherwise PyTorch computes in IEEE "
                              "float32, as minidann's CuPy products do unless CUPY_TF32=1)")
@@ -121,7 +124,8 @@ def main(argv=None) -> int:
         print(f"error: {threads}", file=sys.stderr)
         return 2
     if args.ab_pairs:
-        for row in ab_pairs(device, args.batch_size, args.steps, args.ab_pairs, threads, kernel_layers):
+        for row in ab_pairs(device, args.batch_size, args.steps, args.ab_pairs, threads, kernel_layers,
+                            args.pairs_malloc):
             print(json.dumps(row), flush=True)
         return 0
     if args.ops:

@@ -124,13 +124,14 @@ def torch_importable() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def ab_pairs(device: str, batch: int, steps: int, pairs: int, threads=(2,), kernel_layers=("fast",)) -> list[dict]:
+def ab_pairs(device: str, batch: int, steps: int, pairs: int, threads=(2,), kernel_layers=("fast",),
+             malloc: str = "auto") -> list[dict]:
     """``pairs`` A/B pairs of separate processes: minidann alone (each variant) against PyTorch alone; the rows.
 
     A variant is (layer of kernels, threads): ("fast", n) for each n in ``threads``, ("reference", 1) if asked
-    for. Prints nothing; returns one row per child, one per pair and variant with its ratio, and a last row per
-    variant with the median ratio over the pairs (the headline figure). Without torch, only minidann's children
-    run, with a note.
+    for. ``malloc``: see :func:`_pair_child` ("auto": each child as it trains). Prints nothing; returns one row
+    per child, one per pair and variant with its ratio, and a last row per variant with the median ratio over the
+    pairs (the headline figure). Without torch, only minidann's children run, with a note.
     """
     variants = ([("reference", 1)] if "reference" in kernel_layers else []) + (
         [("fast", n) for n in threads] if "fast" in kernel_layers else [])
@@ -141,7 +142,7 @@ def ab_pairs(device: str, batch: int, steps: int, pairs: int, threads=(2,), kern
         order = children[p % len(children):] + children[:p % len(children)]  # rotate who goes first
         got = {}
         for impl, k, n in order:
-            row = run_child(impl, device, batch, steps, n, k)
+            row = run_child(impl, device, batch, steps, n, k, malloc)
             got[(impl, k, n)] = row
             rows.append({"pair": p + 1, **row} if "error" not in row else {"pair": p + 1, "impl": impl, **row})
         t = got.get(("torch", "fast", 1), {}).get("ms_per_step")
