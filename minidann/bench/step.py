@@ -7,7 +7,6 @@ median of its timed steps, and the ratios come from the same run.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -54,16 +53,6 @@ def minidann_step(device: str, batch: int, seed: int = 0, threads: int = 1, kern
 
     step.kernels = kernels_name
     return step, model
-
-
-def malloc_setting(kernels_name: str | None):
-    """The host-memory setting an implementation trains under: :func:`tuned` for minidann's fast kernels on the CPU.
-
-    ``kernels_name`` None is PyTorch. The interleaved benchmark runs every implementation inside one
-    :func:`tuned` (as it always has, so PyTorch gets minidann's malloc setting too); the separate-process pairs
-    (:mod:`minidann.bench.pairs`) give each child the setting it trains under, which is this.
-    """
-    return tuned() if kernels_name == "fast" else contextlib.nullcontext()
 
 
 def _minor_faults() -> int:
