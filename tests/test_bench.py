@@ -60,8 +60,8 @@ def test_compare_torch_prints_both_and_the_ratio(capsys):
     rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--compare-torch")
     md_row, torch_row, ratio = rows
     assert (md_row["impl"], torch_row["impl"]) == ("minidann", "torch")
-    # the ratio is of the unrounded medians; the rows show them rounded to 0.01 ms
-    assert ratio["ratio"] == pytest.approx(md_row["ms_per_step"] / torch_row["ms_per_step"], rel=0.02)
+    # the ratio is of the unrounded medians, rounded to 0.001; the rows show them rounded to 0.01 ms
+    assert ratio["ratio"] == pytest.approx(md_row["ms_per_step"] / torch_row["ms_per_step"], rel=0.02, abs=6e-4)
     assert ratio["blocks"] == 1 and set(ratio["block_ratios"]) == {"min", "q1", "median", "q3", "max"}
     assert "float32" not in torch_row  # TF32 is a GPU matter
 
@@ -243,7 +243,7 @@ def test_example_memory_measures_the_whole_example_and_pytorchs_floor(monkeypatc
 
 
 def test_example_memory_without_the_example_says_where_to_run_it(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench, "EXAMPLE", tmp_path / "missing.py")
+    monkeypatch.setattr(bench.memory, "EXAMPLE", tmp_path / "missing.py")
     rows = run_bench(capsys, "--example-memory", "--steps", "2")
     assert len(rows) == 1 and "not found" in rows[0]["error"] and "clone of the repository" in rows[0]["error"]
 
@@ -266,3 +266,151 @@ def test_bad_numbers_exit_2_before_anything_runs(capsys, flags, message):
     with pytest.raises(SystemExit) as info:
         bench.main(flags)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+# -- the layers of kernels --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def conv_calls(monkeypatch):
+    """Which conv2d ran, and under which switch: [(layer whose conv2d was called, active_kernels() then), ...]."""
+    import minidann.fast.conv
+    import minidann.functions
+    from minidann.dispatch import active_kernels
+
+    calls = []
+    for layer, module in (("reference", minidann.functions), ("fast", minidann.fast.conv)):
+        def counted(*args, _conv=module.conv2d, _layer=layer, **kwargs):
+            calls.append((_layer, active_kernels()))
+            return _conv(*args, **kwargs)
+
+        monkeypatch.setattr(module, "conv2d", counted)  # dispatch.conv2d looks it up at every call
+    return calls
+
+
+def test_kernels_both_times_reference_and_fast_in_one_run_with_their_ratio(capsys, conv_calls):
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--kernels", "both",
+                     "--threads", "2")
+    md_rows = [r for r in rows if r.get("impl") == "minidann"]
+    assert [(r["kernels"], r["threads"]) for r in md_rows] == [("reference", 1), ("fast", 2)]
+    ref, fast = md_rows
+    (summary,) = [r for r in rows if "summary" in r]
+    assert summary["threads"] == 2 and "fast/torch" not in summary  # no --compare-torch
+    assert summary["reference/fast"] == pytest.approx(ref["ms_per_step"] / fast["ms_per_step"], rel=0.02, abs=6e-4)
+    # the reference row ran the reference conv2d, the fast row the fast one, never the other way round
+    assert {layer for layer, _ in conv_calls} == {"reference", "fast"}
+    assert all(layer == active for layer, active in conv_calls)
+
+
+def test_the_reference_step_sets_its_kernels_whatever_is_active(conv_calls):
+    import minidann
+
+    step, _ = bench.minidann_step("cpu", 4, kernels_name="reference")
+    with minidann.kernels("fast"):  # as when the fast step ran just before it
+        step()
+        assert minidann.active_kernels() == "fast"  # and it puts the switch back
+    assert conv_calls and {layer for layer, _ in conv_calls} == {"reference"}
+
+
+def test_kernels_both_with_compare_torch_puts_both_ratios_in_one_row(capsys):
+    pytest.importorskip("torch")
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "2", "--no-memory", "--kernels", "both",
+                     "--threads", "1", "--compare-torch")
+    ms = {(r["impl"], r.get("kernels")): r["ms_per_step"] for r in rows if "impl" in r}
+    (summary,) = [r for r in rows if "summary" in r]
+    assert summary["reference/fast"] == pytest.approx(ms["minidann", "reference"] / ms["minidann", "fast"],
+                                                      rel=0.02, abs=6e-4)  # (ratios are rounded to 0.001)
+    assert summary["fast/torch"] == pytest.approx(ms["minidann", "fast"] / ms["torch", None], rel=0.02, abs=6e-4)
+    assert {(r["kernels"], r["threads"]) for r in rows if "ratio" in r} == {("reference", 1), ("fast", 1)}
+
+
+def test_reference_kernels_refuse_two_threads(capsys):
+    assert bench.main(["--kernels", "reference", "--threads", "2", "--steps", "1", "--no-memory"]) == 2
+    captured = capsys.readouterr()
+    assert "the reference kernels train the whole batch in one pass on one thread" in captured.err
+    assert captured.out == ""
+
+
+def test_reference_kernels_alone_get_one_thread_by_default(capsys, conv_calls):
+    rows = run_bench(capsys, "--batch-size", "4", "--steps", "1", "--no-memory", "--kernels", "reference")
+    assert [(r["kernels"], r["threads"]) for r in rows if "impl" in r] == [("reference", 1)]
+    assert {layer for layer, _ in conv_calls} == {"reference"}
+
+
+def test_ops_get_a_row_per_layer_of_kernels(capsys):
+    rows = run_bench(capsys, "--batch-size", "2", "--steps", "1", "--no-memory", "--ops", "--repeats", "1",
+                     "--kernels", "both")
+    ops = [r for r in rows if "op" in r]
+    conv = [r["kernels"] for r in ops if r["op"].startswith("conv2d 32->48")]
+    assert conv == ["reference", "fast"] and all(r["ms_per_call"] > 0 for r in ops)
+    assert [r["kernels"] for r in ops if r["op"].startswith("linear")] == ["one for both"]
+
+
+# -- separate-process A/B pairs ---------------------------------------------------------------------------------
+
+
+def test_ab_pairs_rotate_the_order_and_take_the_median_of_the_pairs_ratios(monkeypatch):
+    from minidann.bench import pairs
+
+    ran = []
+
+    def fake_child(impl, device, batch, steps, threads=1, kernels_name="fast", malloc="auto"):
+        ran.append(impl)
+        return {"impl": impl, "ms_per_step": next(ms) if impl == "minidann" else 20.0}
+
+    monkeypatch.setattr(pairs, "run_child", fake_child)
+    monkeypatch.setattr(pairs, "torch_importable", lambda: True)
+    ms = iter([30.0, 25.0, 40.0])  # minidann's child in pairs 1-3; torch's takes 20 ms in each
+    rows = pairs.ab_pairs("cpu", 4, 2, 3, threads=(2,))
+    assert ran == ["minidann", "torch", "torch", "minidann", "minidann", "torch"]  # who goes first alternates
+    assert [r["ratio"] for r in rows if "ratio" in r] == [1.5, 1.25, 2.0]
+    (last,) = [r for r in rows if "median_ratio" in r]
+    assert (last["median_ratio"], last["ab_pairs"], last["ratios"]) == (1.5, 3, [1.5, 1.25, 2.0])
+
+
+def test_ab_pairs_without_torch_run_minidann_alone_and_say_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    rows = bench.ab_pairs("cpu", 4, 2, 1, threads=(2,))
+    (child,) = [r for r in rows if "impl" in r]
+    assert child["impl"] == "minidann" and "error" not in child, child
+    assert (child["kernels"], child["threads"], child["steps"], child["malloc"]) == ("fast", 2, 2, "tuned")
+    assert child["ms_per_step"] > 0 and child["peak_rss_mb"] > 30 and child["torch_imported"] is False
+    assert any("torch is not importable" in r.get("note", "") for r in rows)
+    assert not any("ratio" in r or "median_ratio" in r for r in rows)
+
+
+def test_ab_pairs_time_each_library_alone_in_its_own_process(capsys):
+    pytest.importorskip("torch")
+    rows = run_bench(capsys, "--ab-pairs", "1", "--steps", "2", "--batch-size", "4", "--threads", "1")
+    md, tc = [r for r in rows if "impl" in r]
+    assert (md["impl"], tc["impl"]) == ("minidann", "torch") and "error" not in md and "error" not in tc, rows
+    assert md["torch_imported"] is False and tc["torch_imported"] is True  # each process holds one library
+    assert (md["malloc"], tc["malloc"]) == ("tuned", "default")  # each as it trains: minidann's fast loop tunes
+    (pair,) = [r for r in rows if "ratio" in r]
+    assert pair["ratio"] == pytest.approx(md["ms_per_step"] / tc["ms_per_step"], rel=0.01, abs=6e-4)
+    (last,) = [r for r in rows if "median_ratio" in r]
+    assert last["median_ratio"] == pair["ratio"] and last["ab_pairs"] == 1
+
+
+def test_ab_pairs_must_be_a_count(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--ab-pairs", "-1"])
+    assert info.value.code == 2 and "--ab-pairs must be at least 1" in capsys.readouterr().err
+
+
+def test_pairs_malloc_gives_every_child_the_same_setting(monkeypatch, capsys):
+    from minidann.bench import pairs
+
+    asked = []
+
+    def fake_child(impl, device, batch, steps, threads=1, kernels_name="fast", malloc="auto"):
+        asked.append((impl, malloc))
+        return {"impl": impl, "ms_per_step": 10.0}
+
+    monkeypatch.setattr(pairs, "run_child", fake_child)
+    monkeypatch.setattr(pairs, "torch_importable", lambda: True)
+    run_bench(capsys, "--ab-pairs", "1", "--steps", "1", "--pairs-malloc", "tuned")
+    assert asked == [("minidann", "tuned"), ("torch", "tuned")]
+    asked.clear()
+    run_bench(capsys, "--ab-pairs", "1", "--steps", "1")
+    assert asked == [("minidann", "auto"), ("torch", "auto")]  # each child decides: as it trains
