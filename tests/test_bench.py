@@ -183,7 +183,7 @@ def test_threads_one_and_two_get_a_row_each(capsys):
 def test_threads_two_with_a_batch_that_does_not_halve_is_refused(capsys):
     assert bench.main(["--threads", "1,2", "--batch-size", "6", "--steps", "1", "--no-memory"]) == 2
     captured = capsys.readouterr()
-    assert "use a --batch-size divisible by 4 (got 6)" in captured.err
+    assert "a batch size divisible by 4 in dann mode" in captured.err
     assert captured.out == ""  # refused before anything was measured
 
 
@@ -200,7 +200,7 @@ def test_profile_has_a_row_per_op_and_input_shape_and_shares_that_add_up(capsys)
     prof = [r for r in rows if "op" in r]
     assert all(r["impl"] == "minidann" for r in prof)
     # the two convolutions are told apart by their input, forward and backward alike; on the CPU the step runs
-    # as two halves of the batch (minidann.parallel), so each op sees 2 of the 4 images
+    # as two halves of the batch (minidann.fast.parallel), so each op sees 2 of the 4 images
     conv = {(r["op"], r["input"]) for r in prof if r["op"].startswith("Conv2d.")}
     assert conv == {(f"Conv2d.{p}", s) for p in ("forward", "backward") for s in ("2x3x28x28", "2x32x14x14")}
     assert prof[-1]["op"].startswith("other")
@@ -327,7 +327,7 @@ def test_kernels_both_with_compare_torch_puts_both_ratios_in_one_row(capsys):
 def test_reference_kernels_refuse_two_threads(capsys):
     assert bench.main(["--kernels", "reference", "--threads", "2", "--steps", "1", "--no-memory"]) == 2
     captured = capsys.readouterr()
-    assert "the reference kernels train the whole batch in one pass on one thread" in captured.err
+    assert "the reference kernels train on the whole batch in one forward and one backward pass, on one thread" in captured.err
     assert captured.out == ""
 
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functions as reference_ops
-from ..gradcheck import away_from_zero
 from ..core import Tensor
-from ..gradcheck import check_backward
+from ..gradcheck import away_from_zero, check_backward
 
 
 @dataclass(frozen=True)
