@@ -59,7 +59,7 @@ class SGD:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for i, p in enumerate(self.params):
-            v = np.asarray(state[f"velocity.{i}"])
+            v = to_numpy(state[f"velocity.{i}"])  # (a device array too: np.asarray would refuse CuPy's)
             if v.shape != p.shape:
                 raise ValueError(f"momentum buffer {i} has shape {v.shape}, parameter has {p.shape}")
             self.velocities[i] = to_device(v.astype(p.dtype), device_of(p.data))

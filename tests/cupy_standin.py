@@ -118,6 +118,8 @@ def _arrays_in(args):
     for a in args:
         if isinstance(a, ndarray):
             yield a._a
+        elif isinstance(a, np.ndarray):
+            yield a
         elif isinstance(a, (list, tuple)):
             yield from _arrays_in(a)
 
@@ -462,6 +464,9 @@ def _is_bool_index(p):
 def _ufunc_call(ufunc, inputs, kwargs):
     if not builtins.any(isinstance(x, ndarray) for x in inputs) and not isinstance(kwargs.get("out"), (ndarray, tuple)):
         raise TypeError(f"Unsupported type {type(inputs[0])}")
+    for x in inputs:  # CuPy's kernels take device arrays and Python or NumPy scalars, nothing else
+        if not isinstance(x, (ndarray, int, float, complex, np.generic)):
+            raise TypeError(f"Unsupported type {type(x)}")
     args = [_unwrap(x) for x in inputs]
     out = kwargs.pop("out", None)
     if isinstance(out, tuple):
