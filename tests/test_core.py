@@ -304,8 +304,10 @@ def test_sgd_momentum_matches_formula_and_lr_is_settable():
 
 def test_sgd_updates_in_place_and_state_round_trips():
     p = md.Parameter(np.ones(3, np.float32))
-    buf = p.data
     opt = md.SGD([p], lr=0.1, momentum=0.9)
+    F.sum(p * 2.0).backward()
+    opt.step()
+    buf = p.data  # the first step moved the parameters into the optimizer's flat buffer: p.data is a view of it
     F.sum(p * 2.0).backward()
     opt.step()
     assert p.data is buf
