@@ -6,6 +6,9 @@ Every op in minidann calls :func:`get_array_module` on its inputs and uses the m
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 _cupy = None  # the cupy module once imported
@@ -120,8 +123,19 @@ def resolve_device(device: str) -> tuple[str, str]:
 
 
 def is_cupy_array(x) -> bool:
-    """True for a cupy.ndarray (without importing CuPy when it was never imported)."""
-    return _cupy is not None and isinstance(x, _cupy.ndarray)
+    """True for a cupy.ndarray (without importing CuPy when nobody imported it).
+
+    An array made by a program that imported CuPy before minidann did counts too: minidann then takes the
+    already-imported module, instead of treating the array as host data (np.asarray would refuse it).
+    """
+    cupy = _cupy
+    if cupy is None:
+        if "cupy" not in sys.modules:  # no cupy.ndarray can exist
+            return False
+        cupy = _import_cupy()
+        if cupy is None:
+            return False
+    return isinstance(x, cupy.ndarray)
 
 
 def get_array_module(*arrays):
@@ -170,3 +184,17 @@ def synchronize(x=None) -> None:
     """Wait for queued GPU work (for timing); a no-op on the CPU."""
     if _cupy is not None and (x is None or is_cupy_array(x)):
         _cupy.cuda.get_current_stream().synchronize()
+
+
+def cupy_tf32_enabled(environ=None) -> bool:
+    """Whether CuPy computes float32 products in TF32: CuPy reads ``int(CUPY_TF32) > 0`` (so "1", "2"... all count).
+
+    Raises:
+        ValueError: CUPY_TF32 is not an integer (CuPy itself would fail at its first product).
+    """
+    value = (os.environ if environ is None else environ).get("CUPY_TF32", "0")
+    try:
+        return int(value) > 0
+    except ValueError:
+        raise ValueError(f"CUPY_TF32={value!r} is not an integer; CuPy reads it as int(CUPY_TF32) > 0. Fix: set "
+                         "CUPY_TF32=1 for TF32 products, or CUPY_TF32=0 (or unset it) for IEEE float32") from None

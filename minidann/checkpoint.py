@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import to_numpy
 from .data._common import save_npz_atomic
 from .layers import Module
 from .optim import SGD
@@ -85,7 +86,7 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: SGD | Non
     if optimizer is not None:
         arrays.update({f"velocity/{k.split('.', 1)[1]}": v for k, v in optimizer.state_dict().items()})
     for k, v in (state or {}).items():
-        arrays[f"state/{k}"] = np.asarray(v)
+        arrays[f"state/{k}"] = to_numpy(v)  # (host copies of device arrays: np.asarray refuses CuPy's)
     meta = {"format_version": FORMAT_VERSION, **meta}
     if rng is not None:
         meta["rng_state"] = rng.bit_generator.state

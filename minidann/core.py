@@ -43,7 +43,11 @@ class Tensor:
             False (no gradient for input images); :class:`Parameter` defaults to True.
     """
 
-    __array_priority__ = 100  # so that ndarray * Tensor calls Tensor.__rmul__
+    # ndarray * Tensor must call Tensor.__rmul__, for NumPy and CuPy arrays alike. __array_ufunc__ = None tells
+    # both so (NumPy's binary operators, and CuPy's, return NotImplemented for such an operand); CuPy's arrays have
+    # __array_priority__ 100 too, so a priority alone would not make cupy_array * tensor defer.
+    __array_ufunc__ = None
+    __array_priority__ = 100
 
     def __init__(self, data, requires_grad: bool = False, name: str | None = None):
         if isinstance(data, Tensor):

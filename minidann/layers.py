@@ -12,7 +12,7 @@ import numpy as np
 
 from . import dispatch
 from . import functions as F
-from .backend import device_of, to_device, to_numpy
+from .backend import device_of, is_cupy_array, to_device, to_numpy
 from .core import Parameter, Tensor
 
 
@@ -115,7 +115,8 @@ class Module:
         if missing or unexpected:
             raise ValueError(f"state dict does not match the model: missing {sorted(missing)}, "
                              f"unexpected {sorted(unexpected)}")
-        values = {name: np.asarray(state[name]) for name in own}
+        # host arrays, or device arrays (left where they are: to_device below copies them to the parameter's device)
+        values = {name: state[name] if is_cupy_array(state[name]) else np.asarray(state[name]) for name in own}
         for name, p in own.items():  # every entry checked before any is copied: no half-loaded model
             if values[name].shape != p.shape:
                 raise ValueError(f"state dict entry {name!r} has shape {values[name].shape}, the model expects "

@@ -445,7 +445,7 @@ def test_metric_rows_have_the_documented_columns(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# GPU (skipped without CuPy and a CUDA device)
+# GPU (on the CuPy stand-in, tests/cupy_standin.py, without CuPy and a CUDA device)
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""GPU parity: every op on CuPy float32 matches NumPy float64, forward and backward (skipped without a GPU)."""
+"""GPU parity: every op on CuPy float32 matches NumPy float64, forward and backward (without a GPU: the stand-in)."""
 
 import numpy as np
 import pytest
