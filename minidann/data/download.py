@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,11 @@ __all__ = ["DEFAULT_TIMEOUT", "DataFolderNotWritable", "DownloadError", "RemoteF
 #: machine falls back to the embedded subset within seconds instead of stalling.
 DEFAULT_TIMEOUT = 5.0
 _CHUNK = 1 << 16
+#: The most bytes a file whose size is not published may have (the largest, BSDS500, is 70.8 MB).
+MAX_DOWNLOAD_BYTES = 256 << 20
+#: Slower than MIN_RATE bytes/s over RATE_WINDOW_S seconds, a mirror counts as unreachable.
+MIN_RATE = 10_000
+RATE_WINDOW_S = 60.0
 
 
 class DownloadError(DataError):
@@ -138,6 +144,13 @@ def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -
     with urllib.request.urlopen(request, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        # A file of known size may not grow past it, any other not past MAX_DOWNLOAD_BYTES: a server that sends
+        # more than it should (or never stops) must not fill the disk.
+        cap = int(checker.value) if checker.algo == "size" and checker.value.isdigit() else MAX_DOWNLOAD_BYTES
+        if total is not None and total > cap:
+            raise OSError(f"the server announces {total:,} bytes, more than the {cap:,} expected")
+        read = getattr(resp, "read1", resp.read)  # read1: whatever has arrived, so a trickle is measured as such
+        window_start, window_bytes = time.monotonic(), 0
         try:
             f = open(tmp, "xb")
         except OSError as e:  # a local failure, not the network's: the caller must not try the next mirror
@@ -154,14 +167,25 @@ def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -
             )
             try:
                 while True:
-                    block = resp.read(_CHUNK)
+                    block = read(_CHUNK)
                     if not block:
                         break
+                    if checker.size + len(block) > cap:
+                        raise OSError(f"the server sent more than the {cap:,} bytes expected")
                     try:
                         f.write(block)
                     except OSError as e:
                         raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
                     checker.update(block)
+                    # Each read has its timeout; a server that sends a little just before every timeout is caught
+                    # here: over every window of RATE_WINDOW_S seconds it must average MIN_RATE bytes per second.
+                    window_bytes += len(block)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= RATE_WINDOW_S:
+                        if window_bytes < MIN_RATE * elapsed:
+                            raise TimeoutError(f"too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.0f} s, "
+                                               f"less than {MIN_RATE:,}")
+                        window_start, window_bytes = time.monotonic(), 0
                     if bar is not None:
                         bar.update(len(block))
             finally:
