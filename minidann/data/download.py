@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ._common import DataError, temp_path
+from ..io_errors import WriteFailed, write_failed
+from ._common import DataError, remove_stale_temps, temp_path
 
 __all__ = ["DEFAULT_TIMEOUT", "DataFolderNotWritable", "DownloadError", "RemoteFile", "download_file",
            "download_files", "by_hand_message"]
@@ -37,6 +39,11 @@ __all__ = ["DEFAULT_TIMEOUT", "DataFolderNotWritable", "DownloadError", "RemoteF
 #: machine falls back to the embedded subset within seconds instead of stalling.
 DEFAULT_TIMEOUT = 5.0
 _CHUNK = 1 << 16
+#: The most bytes a file whose size is not published may have (the largest, BSDS500, is 70.8 MB).
+MAX_DOWNLOAD_BYTES = 256 << 20
+#: Slower than MIN_RATE bytes/s over RATE_WINDOW_S seconds, a mirror counts as unreachable.
+MIN_RATE = 10_000
+RATE_WINDOW_S = 60.0
 
 
 class DownloadError(DataError):
@@ -134,35 +141,67 @@ def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -
         OSError or http.client.HTTPException: on any network failure or an early close.
     """
     request = urllib.request.Request(url, headers={"User-Agent": "minidann"})
-    with urllib.request.urlopen(request, timeout=timeout) as resp, open(tmp, "xb") as f:
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        # A file of known size may not grow past it, any other not past MAX_DOWNLOAD_BYTES: a server that sends
+        # more than it should (or never stops) must not fill the disk.
+        cap = int(checker.value) if checker.algo == "size" and checker.value.isdigit() else MAX_DOWNLOAD_BYTES
+        if total is not None and total > cap:
+            raise OSError(f"the server announces {total:,} bytes, more than the {cap:,} expected")
+        read = getattr(resp, "read1", resp.read)  # read1: whatever has arrived, so a trickle is measured as such
+        window_start, window_bytes = time.monotonic(), 0
         try:
-            from tqdm import tqdm
-        except ImportError:  # tqdm is a dependency, but a download must not fail for a progress bar
-            tqdm = None
-        bar = (
-            tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None, leave=False)
-            if tqdm is not None
-            else None
-        )
-        try:
-            while True:
-                block = resp.read(_CHUNK)
-                if not block:
-                    break
-                f.write(block)
-                checker.update(block)
+            f = open(tmp, "xb")
+        except OSError as e:  # a local failure, not the network's: the caller must not try the next mirror
+            raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
+        with f:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm is a dependency, but a download must not fail for a progress bar
+                tqdm = None
+            bar = (
+                tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None, leave=False)
+                if tqdm is not None
+                else None
+            )
+            try:
+                while True:
+                    block = read(_CHUNK)
+                    if not block:
+                        break
+                    if checker.size + len(block) > cap:
+                        raise OSError(f"the server sent more than the {cap:,} bytes expected")
+                    try:
+                        f.write(block)
+                    except OSError as e:
+                        raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
+                    checker.update(block)
+                    # Each read has its timeout; a server that sends a little just before every timeout is caught
+                    # here: over every window of RATE_WINDOW_S seconds it must average MIN_RATE bytes per second.
+                    window_bytes += len(block)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= RATE_WINDOW_S:
+                        if window_bytes < MIN_RATE * elapsed:
+                            raise TimeoutError(f"too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.0f} s, "
+                                               f"less than {MIN_RATE:,}")
+                        window_start, window_bytes = time.monotonic(), 0
+                    if bar is not None:
+                        bar.update(len(block))
+            finally:
                 if bar is not None:
-                    bar.update(len(block))
-        finally:
-            if bar is not None:
-                bar.close()
-        # http.client does not always raise when the server closes early, so compare with the announced size.
-        if total is not None and checker.size != total:
-            raise OSError(f"connection closed after {checker.size} of {total} bytes")
-        f.flush()
-        os.fsync(f.fileno())
+                    bar.close()
+            # http.client does not always raise when the server closes early, so compare with the announced size.
+            if total is not None and checker.size != total:
+                raise OSError(f"connection closed after {checker.size} of {total} bytes")
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
+
+
+_ELSEWHERE = "choose another data folder with --data-dir (or $MINIDANN_DATA)"
 
 
 STALE_PART_S = 600  # a temporary file untouched this long was left by a killed download, not a running one
@@ -170,13 +209,7 @@ STALE_PART_S = 600  # a temporary file untouched this long was left by a killed 
 
 def _remove_stale_parts(dest: Path) -> None:
     """Delete temporary files of `dest` that a killed process left (Ctrl-C cleans up; SIGKILL cannot)."""
-    now = time.time()
-    for part in dest.parent.glob(f".{dest.name}.*.part"):
-        try:
-            if now - part.stat().st_mtime > STALE_PART_S:
-                part.unlink()
-        except OSError:  # gone already, or not ours to delete: harmless either way
-            pass
+    remove_stale_temps(dest, max_age_s=STALE_PART_S)
 
 
 def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[str]) -> tuple[Path | None, list[str]]:
@@ -204,8 +237,13 @@ def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[s
             if not checker.ok():
                 reasons.append(f"{url}: {checker.algo} mismatch, got {checker.actual()}")
                 continue
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError as e:
+                raise write_failed(dest, e, alternative=_ELSEWHERE) from e
             return dest, []
+        except WriteFailed as e:  # the disk, not the network: every other mirror would fail the same way
+            raise DataFolderNotWritable(str(e)) from e
         except urllib.error.HTTPError as e:  # the host answered: it is alive, only this URL is bad
             reasons.append(f"{url}: HTTP {e.code} {e.reason}")
         except (OSError, http.client.HTTPException) as e:  # URLError, refused, reset, timeout, IncompleteRead
@@ -213,7 +251,8 @@ def _try_mirrors(remote: RemoteFile, dest_dir: Path, timeout: float, dead: set[s
                 dead.add(host)  # unreachable or stalled: do not wait for it again for the next files
             reasons.append(f"{url}: {type(e).__name__}: {getattr(e, 'reason', e)}")
         finally:
-            tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
     return None, reasons
 
 

@@ -76,6 +76,8 @@ MNIST_RAW_MD5 = {
     "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_008),
 }
 
+_READ_BLOCK = 1 << 20
+
 _FIX = "Delete it and run `python -m minidann.data download`, or put a correct copy there."
 
 
@@ -94,9 +96,16 @@ def _read_all(path: Path, header_len: int, item: int) -> bytes:
             if len(head) < 8:
                 return head
             count = struct.unpack(">I", head[4:8])[0]
-            # One byte more than declared, so that trailing data is detected.
+            # One byte more than declared, so that trailing data is detected. Read in blocks, so that memory
+            # follows what the file holds, not what its header claims (a 16-byte file may declare 784 MB).
             limit = header_len + min(count, MAX_ITEMS) * item + 1
-            return head + f.read(max(limit - len(head), 0))
+            data = bytearray(head)
+            while len(data) < limit:
+                block = f.read(min(_READ_BLOCK, limit - len(data)))
+                if not block:
+                    break
+                data += block
+            return bytes(data)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read or decompress it ({e}). {_FIX}") from e
 
