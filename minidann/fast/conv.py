@@ -120,7 +120,9 @@ class Conv2d(reference.Conv2d):
         need_b = len(self.needs_grad) == 3 and self.needs_grad[2]
         gx = gW = gb = None
         if need_W:
-            route = self.routes["weight_grad"] or _unfold_route(self.cpu)  # (None: forward expected no gW)
+            route = self.routes["weight_grad"]
+            if route is None:  # forward was called without a graph for W: its route, less the kept columns
+                route = "shifted-rows" if self.cpu and (self.SH, self.SW) == (1, 1) else _unfold_route(self.cpu)
             if route == "kept-columns":  # columns kept by forward: one product over the whole batch
                 gW_matT = gy_mat.T @ self.col.reshape(-1, KH * KW * C)
             elif route == "shifted-rows":  # the CPU's stride-1 route: no im2col columns
