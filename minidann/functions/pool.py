@@ -1,8 +1,19 @@
-"""Max pooling: each output is the largest input of its window, and its gradient goes back to that one input.
+"""Max pooling, the reference: windows by im2col, the maximum by argmax, the gradient routed back by col2im.
 
-Notation as in :mod:`minidann.functions.conv`. When several inputs of a window tie for the maximum (after a
-ReLU, zeros tie often), the gradient goes to exactly one of them, the first in row-major window order.
-(A ``x == max`` mask would hand the full gradient to every tie and so multiply it.)
+Notation as in :mod:`minidann.functions.conv`; here without padding, any kernel KH x KW and stride SH, SW. With
+every channel taken as an image of its own, im2col gives one row per output, the KH*KW entries of its window:
+
+    col[(n, c, oh, ow), k] = x[n, c, SH*oh + k // KW, SW*ow + k % KW],     k = 0 .. KH*KW - 1,
+    k*[(n, c, oh, ow)] = argmax_k col[(n, c, oh, ow), k],     y[n, c, oh, ow] = col[(n, c, oh, ow), k*].
+
+The derivative of a maximum is 1 for the entry that won and 0 for the others, so backward hands gy to the winner:
+
+    gcol[(n, c, oh, ow), k] = gy[n, c, oh, ow] if k == k* else 0,     gx = col2im(gcol),
+
+and col2im adds up the gradients of a pixel that wins several overlapping windows. When several entries of a
+window tie for the maximum (after a ReLU, zeros tie often), argmax picks the first in row-major window order, so
+the gradient goes to exactly one of them. (A ``x == max`` mask would hand the full gradient to every tie and so
+multiply it.) minidann.fast.pool computes the same function faster for windows that tile the image.
 """
 
 from __future__ import annotations
@@ -12,10 +23,23 @@ from ..core import Function, Tensor
 from .conv import _pair, col2im, conv_output_size, im2col
 
 
+def check_pool_args(x, KH: int, KW: int, SH: int, SW: int) -> tuple[int, int]:
+    """Refuse inputs max_pool2d cannot take, with the problem and the fix; return (OH, OW)."""
+    if x.ndim != 4:
+        raise ValueError(f"max_pool2d: expected x of shape (N, C, H, W), got {x.shape}")
+    if min(KH, KW, SH, SW) < 1:
+        raise ValueError(f"max_pool2d: kernel and stride must be >= 1, got kernel {(KH, KW)} and stride {(SH, SW)}")
+    H, W = x.shape[2:]
+    OH, OW = conv_output_size(H, KH, SH, 0), conv_output_size(W, KW, SW, 0)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"max_pool2d: a {KH}x{KW} window does not fit input {H}x{W}: use a smaller kernel")
+    return OH, OW
+
+
 class MaxPool2d(Function):
     """Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
 
-    Forward remembers, for every output, which of the KH*KW window positions won (``self.winner``).
+    Forward remembers, for every output, which of the KH*KW window entries won (``self.winner``).
     """
 
     def __init__(self, kernel=2, stride=2):
@@ -23,76 +47,22 @@ class MaxPool2d(Function):
         self.SH, self.SW = _pair(stride)
 
     def forward(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"max_pool2d: expected x of shape (N, C, H, W), got {x.shape}")
+        xp = get_array_module(x)
+        OH, OW = check_pool_args(x, self.KH, self.KW, self.SH, self.SW)
         N, C, H, W = x.shape
-        KH, KW, SH, SW = self.KH, self.KW, self.SH, self.SW
-        OH, OW = conv_output_size(H, KH, SH, 0), conv_output_size(W, KW, SW, 0)
-        if OH < 1 or OW < 1:
-            raise ValueError(f"max_pool2d: a {KH}x{KW} window does not fit input {H}x{W}")
-        self.x = x  # kept (already alive as the previous op's output) so backward can match its memory layout
-        self.tiled = (KH, KW) == (SH, SW)
-        if self.tiled:
-            return self._forward_tiled(x, OH, OW)
-        # Overlapping windows: im2col over each channel separately (channels become batch entries).
-        col = im2col(x.reshape(N * C, 1, H, W), KH, KW, SH, SW).reshape(N, C, OH, OW, KH * KW)
-        self.winner = col.argmax(axis=-1)  # the first maximum: exactly one winner per window
-        xp = get_array_module(x)
-        return xp.take_along_axis(col, self.winner[..., None], axis=-1)[..., 0]
-
-    def _forward_tiled(self, x, OH, OW):
-        # Windows that tile the image (kernel == stride, the case of every CNN here): the k-th entry of every
-        # window is the strided view x[:, :, i::KH, j::KW], so a running max over KH*KW views finds the maxima
-        # with no copy of the windows. A strict ">" keeps the first winner on ties.
-        # (Arrays are copied with order="K", keeping x's memory layout, so later elementwise ops stay contiguous.)
-        xp = get_array_module(x)
-        y = winner = None
-        for k, (i, j) in enumerate(self._offsets()):
-            v = x[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW]
-            if y is None:
-                y = v.copy(order="K")
-                winner = xp.zeros_like(y, dtype=xp.uint8)
-            else:
-                better = v > y
-                xp.maximum(y, v, out=y)
-                # where better, winner becomes k (uint8 arithmetic; ~50x faster than a masked copy of bytes)
-                winner -= better * (winner - xp.uint8(k))
-        self.winner = winner
-        return y
-
-    def _offsets(self):
-        return [(i, j) for i in range(self.KH) for j in range(self.KW)]
+        col = im2col(x.reshape(N * C, 1, H, W), self.KH, self.KW, self.SH, self.SW)  # a row per window, channels
+        col = col.reshape(N, C, OH, OW, self.KH * self.KW)  # as images: col[n, c, oh, ow, k]
+        self.winner = col.argmax(axis=-1)                     # k* = argmax_k col[..., k], the first on ties
+        self.x_shape = x.shape
+        return xp.take_along_axis(col, self.winner[..., None], axis=-1)[..., 0]  # y = col[..., k*]
 
     def backward(self, gy):
-        # gx[window winner] = gy; every other input of the window gets 0
         xp = get_array_module(gy)
-        N, C, H, W = self.x.shape
+        N, C, H, W = self.x_shape
         OH, OW = gy.shape[2:]
-        if self.tiled:
-            # The KH*KW strided views write every element of gx once, except the rows and columns that no window
-            # covers (when KH does not divide H, say): only then does gx need zeroing first.
-            covered = OH * self.KH == H and OW * self.KW == W
-            # same memory layout as x (see _forward_tiled)
-            gx = (xp.empty_like if covered else xp.zeros_like)(self.x, dtype=gy.dtype)
-            if _element_strides(gy) != _element_strides(self.winner):
-                # gy in winner's memory order (one copy of the small array), so the KH*KW products below walk
-                # all three arrays in step instead of striding across one of them (10x slower)
-                gy_aligned = xp.empty_like(self.winner, dtype=gy.dtype)
-                gy_aligned[...] = gy
-                gy = gy_aligned
-            for k, (i, j) in enumerate(self._offsets()):
-                win = gx[:, :, i : i + self.SH * OH : self.SH, j : j + self.SW * OW : self.SW]
-                xp.multiply(gy, self.winner == k, out=win)  # gy where entry k won its window, else 0
-            return gx
-        KK = self.KH * self.KW
-        gcol = (self.winner[..., None] == xp.arange(KK)) * gy[..., None]  # (N, C, OH, OW, KH*KW)
+        gcol = (self.winner[..., None] == xp.arange(self.KH * self.KW)) * gy[..., None]  # gy where k == k*, else 0
         gcol = gcol.reshape(N * C, OH, OW, self.KH, self.KW, 1)
-        return col2im(gcol, (N * C, 1, H, W), self.SH, self.SW).reshape(N, C, H, W)
-
-
-def _element_strides(a) -> tuple[int, ...]:
-    """Strides in elements, not bytes: equal for two arrays of the same shape and memory order."""
-    return tuple(s // a.itemsize for s in a.strides)
+        return col2im(gcol, (N * C, 1, H, W), self.SH, self.SW).reshape(N, C, H, W)  # gx = col2im(gcol)
 
 
 def max_pool2d(x, kernel=2, stride=2) -> Tensor:
