@@ -6,11 +6,11 @@ import itertools
 
 import numpy as np
 import pytest
+from minidann.gradcheck import shuffled_linspace
 
 import minidann
 import minidann.functions as F
 from minidann import dispatch
-from minidann.checks import shuffled_linspace
 from minidann.core import Tensor, no_grad
 from minidann.fast import conv as fast_conv
 from minidann.fast import pool as fast_pool

@@ -36,18 +36,19 @@ def _conv_cases():
 
 
 def test_conv_cases_cover_every_route_of_the_fast_layer():
-    # (x_shape, W_shape, stride, pad); the fast CPU routes chunk the batch by 4 images
+    # every CPU route of the fast conv (im2col-batch is the GPU's) runs in the table, each also with a batch whose
+    # last chunk of 4 images is smaller; both max-pool routes run too
+    from minidann.fast import conv, pool
+
     convs = [conv for conv, _ in _conv_cases()]
-    s1 = [(x, W, p) for x, W, s, p in convs if s == 1]
-    assert any(x[1] * W[3] >= 16 and p < W[3] for x, W, p in s1), "shifted rows + flipped kernel"
-    assert any(x[1] * W[3] < 16 and p < W[3] for x, W, p in s1), "kept columns"
-    assert (3, 5) in {(x[1], W[3]) for x, W, p in s1}, "DANN's first layer, C = 3, K = 5"
-    assert any(p >= W[3] for x, W, p in s1), "col2im input gradient at stride 1"
-    assert any(s == 2 for _, _, s, _ in convs), "chunked im2col + col2im"
-    small_last_chunk = {(s, x[1] * W[3] >= 16) for x, W, s, p in convs if x[0] > 4 and x[0] % 4}
-    assert small_last_chunk == {(1, True), (1, False), (2, False)}, "a smaller last chunk on each route"
-    pools = {(c.shapes.split("kernel ")[1]) for c in cases.ALL_CASES if c.name == "max_pool2d"}
-    assert {"2 stride 2", "3 stride 3", "3 stride 2"} <= pools, "tiled and overlapping max-pool"
+    taken = {(part, r[part]) for c in convs for r in [conv.routes(*c)] for part in r}
+    cpu = {(part, name) for part, names in conv.ROUTES.items() for name in names if name != "im2col-batch"}
+    assert taken == cpu, f"routes without a gradient check: {cpu - taken}"
+    small_last = {conv.routes(*c)["forward"] for c in convs if c[0][0] > 4 and c[0][0] % 4}
+    assert small_last == set(conv.ROUTES["forward"]) - {"im2col-batch"}, "a smaller last chunk on each route"
+    assert (3, 5) in {(x[1], W[3]) for x, W, s, p in convs if s == 1}, "DANN's first layer, C = 3, K = 5"
+    pools = {pool.routes(*c.pool)["forward"] for c in cases.ALL_CASES if c.pool is not None}
+    assert pools == set(pool.ROUTES["forward"]), "tiled and overlapping max-pool"
 
 
 def test_table_covers_every_public_function_and_layer():
@@ -209,7 +210,16 @@ def test_gradcheck_command_shows_the_fast_routes(capsys, monkeypatch):
         fast = next(r for r in rows if r[:3] == [c.name, c.shapes, "fast"])
         ref = next(r for r in rows if r[:3] == [c.name, c.shapes, "reference"])
         assert fast[3] == f"fwd-s{s} / gx-p{p} / gW-n{x[0]}" and ref[3] == "-"
-    assert all(r[3] == "-" for r in rows if (r[0], r[1]) not in {(c.name, c.shapes) for c in convs})
+    from minidann.fast import pool
+
+    pools = [c for c in cases.ALL_CASES if c.pool is not None]
+    assert {c.pool for c in pools} >= {(2, 2), (3, 2)}  # the tiled trick and the reference fallback
+    for c in pools:
+        fast = next(r for r in rows if r[:3] == [c.name, c.shapes, "fast"])
+        r = pool.routes(*c.pool)
+        assert fast[3] == f"{r['forward']} / {r['input_grad']}"
+    routed = {(c.name, c.shapes) for c in convs + pools}
+    assert all(r[3] == "-" for r in rows if (r[0], r[1]) not in routed)
 
 
 def test_gradcheck_module_runs_as_a_command():

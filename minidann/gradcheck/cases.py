@@ -54,6 +54,8 @@ class Case:
     tol: dict = field(default_factory=lambda: {"rtol": 1e-5, "atol": 1e-8})
     #: a convolution's (x_shape, W_shape, stride, pad), for :func:`route`
     conv: tuple | None = None
+    #: a max-pool's (kernel, stride), for :func:`route`
+    pool: tuple | None = None
 
 
 def _conv_case(N, C, H, W, OC, K, stride, pad, bias=True) -> Case:
@@ -74,7 +76,7 @@ def _conv_case(N, C, H, W, OC, K, stride, pad, bias=True) -> Case:
 
 def _pool_case(N, C, H, W, k, s) -> Case:
     return Case("max_pool2d", f"x({N},{C},{H},{W}) kernel {k} stride {s}",
-                lambda x: dispatch.max_pool2d(x, k, s), lambda rng: [shuffled_linspace(rng, (N, C, H, W))])
+                lambda x: dispatch.max_pool2d(x, k, s), lambda rng: [shuffled_linspace(rng, (N, C, H, W))], pool=(k, s))
 
 
 def _labels(rng, n, k):
@@ -107,15 +109,18 @@ FUNCTION_CASES: list[Case] = [
     _conv_case(2, 3, 8, 6, 4, 5, 1, 2),
     # stride 1, C * KW >= 16, pad < K: shifted rows, flipped-kernel input gradient
     _conv_case(2, 4, 6, 6, 3, 5, 1, 2),
-    # stride 2: chunked im2col, col2im
+    # stride 2, C * KW < 16: kept columns, col2im
     _conv_case(1, 2, 7, 5, 3, 3, 2, 0),
     _conv_case(2, 2, 9, 6, 3, 3, 2, 2, bias=False),
+    # stride 2, C * KW >= 16: chunked im2col, col2im
+    _conv_case(2, 4, 8, 7, 3, 5, 2, 2),
     # stride 1, pad >= K: the col2im input gradient
     _conv_case(2, 3, 5, 4, 2, 3, 1, 3),
     # a last chunk of images smaller than 4, on each route
     _conv_case(9, 4, 4, 4, 2, 5, 1, 2),
     _conv_case(5, 3, 5, 5, 2, 3, 1, 1),
     _conv_case(5, 2, 7, 7, 3, 3, 2, 1),
+    _conv_case(6, 4, 8, 8, 3, 5, 2, 2),
     # tiled (kernel == stride; the second drops a last row and column) and overlapping windows
     _pool_case(2, 3, 6, 4, 2, 2),
     _pool_case(2, 2, 5, 5, 2, 2),
@@ -138,7 +143,7 @@ LAYER_CASES: list[Case] = [
     Case("Conv2d", "x(1,3,7,7) -> (1,2,3,3), 3x3 stride 2", None, lambda r: [r.standard_normal((1, 3, 7, 7))],
          module_factory=lambda rng: L.Conv2d(3, 2, 3, stride=2, rng=rng), conv=((1, 3, 7, 7), (2, 3, 3, 3), 2, 0)),
     Case("MaxPool2d", "x(2,2,4,6) -> (2,2,2,3)", None, lambda r: [shuffled_linspace(r, (2, 2, 4, 6))],
-         module_factory=lambda rng: L.MaxPool2d(2, 2)),
+         module_factory=lambda rng: L.MaxPool2d(2, 2), pool=(2, 2)),
     Case("ReLU", "(3,4)", None, lambda r: [away_from_zero(r, (3, 4))], module_factory=lambda rng: L.ReLU()),
     Case("Flatten", "(2,3,2) -> (2,6)", None, lambda r: [r.standard_normal((2, 3, 2))],
          module_factory=lambda rng: L.Flatten()),
@@ -157,20 +162,22 @@ def case_id(case: Case) -> str:
 
 
 def route(case: Case, kernels: str, device: str = "cpu") -> str:
-    """The route of a convolution case as "forward / input gradient / weight gradient" (y / gx / gW), else "-".
+    """The fast route of a convolution ("forward / input gradient / weight gradient") or a max-pool, else "-".
 
-    Under "fast" the names come from ``minidann.fast.conv.routes`` where the fast layer has it; the reference
-    layer has one route for every shape (im2col, one product, col2im).
+    The names come from ``minidann.fast.conv.routes`` and ``minidann.fast.pool.routes``; the reference layer has
+    one route for every shape (im2col, one product, col2im; windows, argmax, col2im), shown as "-".
     """
-    if case.conv is None or kernels != "fast":
+    if kernels != "fast":
         return "-"
-    from ..fast import conv
+    from ..fast import conv, pool
 
-    routes = getattr(conv, "routes", None)
-    if routes is None:
-        return "-"
-    r = routes(*case.conv, device=device)
-    return f"{r['forward']} / {r['input_grad']} / {r['weight_grad']}"
+    if case.conv is not None:
+        r = conv.routes(*case.conv, device=device)
+        return f"{r['forward']} / {r['input_grad']} / {r['weight_grad']}"
+    if case.pool is not None:
+        r = pool.routes(*case.pool)
+        return f"{r['forward']} / {r['input_grad']}"
+    return "-"
 
 
 def run_case(case: Case, device: str = "cpu", seed: int = 0, kernels: str | None = None) -> float:
