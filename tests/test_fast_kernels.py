@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-from minidann.gradcheck import shuffled_linspace
 
 import minidann
 import minidann.functions as F
@@ -14,7 +13,7 @@ from minidann import dispatch
 from minidann.core import Tensor, no_grad
 from minidann.fast import conv as fast_conv
 from minidann.fast import pool as fast_pool
-from minidann.gradcheck import check_backward
+from minidann.gradcheck import check_backward, shuffled_linspace
 
 # (N, C, H, W, OC, KH, KW, stride, pad). N = 9 runs CPU_CHUNK = 4 images at a time in chunks of 4, 4 and 1.
 CONV_CASES = {
