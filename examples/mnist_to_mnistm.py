@@ -132,8 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "only logged, never used to choose anything")
     p.add_argument("--embedding", choices=("pca", "tsne", "both"), default="pca",
                    help="the 2-D embedding of the test features in embedding.png: pca (quick), tsne (the paper's "
-                        "Fig. 5, scikit-learn's TSNE: about 10-20 s per model on a CPU core) or both (one row "
-                        "each); tsne and both also write embedding_by_class.png, the points drawn as their digits")
+                        "Fig. 5, scikit-learn's TSNE on one core: seconds per model, printed with the time it took) "
+                        "or both (one row each); tsne and both also write embedding_by_class.png, the points drawn "
+                        "as their digits")
     p.add_argument("--seeds", default=None, metavar="S1,S2,...",
                    help="train once per seed, each run in <out>/seed<N>, and write <out>/seeds.md: every seed's "
                         "accuracies, their mean, min-max and std per mode, beside the paper's (not with --seed or "
