@@ -193,8 +193,9 @@ def test_bad_seeds_exit_2(argv, capsys):
     assert "--seeds" in capsys.readouterr().err
 
 
-def test_seed_with_seeds_exits_2_from_the_command_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--seed", "3", "--seeds", "0,1", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+def test_seed_with_seeds_exits_2_from_the_command_line(data_dir, tmp_path):
+    # the tiny run's flags, so that a parser which let it through would run briefly and offline
+    proc = _run_script(tiny_args(data_dir, tmp_path, "--no-progress", "--steps", "1", "--seeds", "0,1",
+                                 seed=("--seed", "3")))
     assert proc.returncode == 2 and "--seed and --seeds are exclusive" in proc.stderr
     assert not any(tmp_path.iterdir())  # refused before anything ran
