@@ -5,7 +5,7 @@ show well and a log file, CI or ``nohup`` do not: there tqdm stays silent. :clas
 one line per evaluation, for example::
 
     dann step 1000/8600 (11.6%) label_loss 0.2650 domain_loss 0.6611 domain_acc 0.603 source_acc 0.9760 \
-target_acc 0.6845 elapsed 0:01:53 eta 0:14:20
+target_acc 0.6845 elapsed 0:01:53 eta 0:14:19
 """
 
 from __future__ import annotations
