@@ -199,3 +199,14 @@ def test_seed_with_seeds_exits_2_from_the_command_line(data_dir, tmp_path):
                                  seed=("--seed", "3")))
     assert proc.returncode == 2 and "--seed and --seeds are exclusive" in proc.stderr
     assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_progress_style_shows_the_bar_in_a_notebook(monkeypatch):
+    """In a Jupyter kernel stderr is no terminal, yet tqdm.auto draws its notebook bar there: no plain lines."""
+    import types
+
+    shell = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    assert progress_style(True, io.StringIO()) == "bar"
+    shell.config = {}  # plain IPython in a terminal: not a notebook
+    assert progress_style(True, io.StringIO()) == "lines"
