@@ -1,7 +1,8 @@
 """Where a training run's progress shows: a tqdm bar on a terminal or in a notebook, plain lines elsewhere.
 
-A bar redraws one line in place, which a terminal and a Jupyter notebook (``tqdm.auto`` picks the notebook widget)
-show well and a log file, CI or ``nohup`` do not: there tqdm stays silent. :class:`PlainLines` fills that gap with
+A bar redraws one line in place, which a terminal and a Jupyter notebook (``tqdm.auto`` picks the notebook widget,
+which needs ``ipywidgets``) show well and a log file, CI or ``nohup`` do not: there tqdm stays silent, and so it does
+in a notebook without ``ipywidgets``. :class:`PlainLines` fills that gap with
 one line per evaluation, for example::
 
     dann step 1000/8600 (11.6%) label_loss 0.2650 domain_loss 0.6611 domain_acc 0.603 source_acc 0.9760 \
@@ -10,6 +11,7 @@ target_acc 0.6845 elapsed 0:01:53 eta 0:14:19
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from typing import TextIO
@@ -29,9 +31,14 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
+def has_widgets() -> bool:
+    """True when ``ipywidgets``, which the notebook bar draws with, is installed."""
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
 def progress_style(enabled: bool, stream: TextIO | None = None) -> str | None:
-    """How to show progress on ``stream`` (default sys.stderr): "bar" on a terminal or in a notebook, "lines"
-    elsewhere (a file, a pipe), None when ``enabled`` is False."""
+    """How to show progress on ``stream`` (default sys.stderr): "bar" on a terminal or in a notebook with
+    ``ipywidgets``, "lines" elsewhere (a file, a pipe, a notebook without widgets), None when ``enabled`` is False."""
     if not enabled:
         return None
     stream = sys.stderr if stream is None else stream
@@ -40,7 +47,7 @@ def progress_style(enabled: bool, stream: TextIO | None = None) -> str | None:
         tty = bool(isatty()) if isatty is not None else False
     except ValueError:  # a closed stream
         tty = False
-    return "bar" if tty or in_notebook() else "lines"
+    return "bar" if tty or (in_notebook() and has_widgets()) else "lines"
 
 
 def _clock(seconds: float) -> str:

@@ -201,12 +201,19 @@ def test_seed_with_seeds_exits_2_from_the_command_line(data_dir, tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything ran
 
 
-def test_progress_style_shows_the_bar_in_a_notebook(monkeypatch):
-    """In a Jupyter kernel stderr is no terminal, yet tqdm.auto draws its notebook bar there: no plain lines."""
+def test_progress_style_shows_the_bar_in_a_notebook_with_widgets(monkeypatch):
+    """In a Jupyter kernel stderr is no terminal, yet tqdm.auto draws its notebook bar there when ipywidgets is
+    installed (without it, tqdm falls back to its terminal bar, which stays silent there: plain lines then)."""
     import types
+
+    import minidann.progress
 
     shell = types.SimpleNamespace(config={"IPKernelApp": {}})
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    monkeypatch.setattr(minidann.progress, "has_widgets", lambda: True)
     assert progress_style(True, io.StringIO()) == "bar"
+    monkeypatch.setattr(minidann.progress, "has_widgets", lambda: False)
+    assert progress_style(True, io.StringIO()) == "lines"
+    monkeypatch.setattr(minidann.progress, "has_widgets", lambda: True)
     shell.config = {}  # plain IPython in a terminal: not a notebook
     assert progress_style(True, io.StringIO()) == "lines"
