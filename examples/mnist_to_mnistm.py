@@ -18,8 +18,8 @@ upper bound), then reports the last iterate's accuracies beside the paper's numb
 With ``--seeds 0,1,2`` each seed's run writes the above to <out>/seed<N>, and <out>/seeds.md holds every seed's
 accuracies with their mean, min-max and std per mode, beside the paper's numbers.
 
-Progress goes to stderr: a bar on a terminal or in a notebook; elsewhere (a log file, CI, nohup) one line per
-evaluation with the step, the losses, the accuracies, the time elapsed and the estimated time left.
+Progress goes to stderr: a bar on a terminal or in a notebook with ipywidgets; elsewhere (a log file, CI, nohup) one
+line per evaluation with the step, the losses, the accuracies, the time elapsed and the estimated time left.
 
 Exit status: 0 done, 2 bad usage / no GPU / no data, 3 a loss became NaN or inf, 130 interrupted (Ctrl-C).
 """

@@ -217,3 +217,37 @@ def test_progress_style_shows_the_bar_in_a_notebook_with_widgets(monkeypatch):
     monkeypatch.setattr(minidann.progress, "has_widgets", lambda: True)
     shell.config = {}  # plain IPython in a terminal: not a notebook
     assert progress_style(True, io.StringIO()) == "lines"
+
+
+NOTEBOOK_CELL = '''
+import numpy as np
+from minidann.dann import build_model, build_optimizer
+from minidann.train import DomainData, Trainer
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (40, 3, 28, 28), dtype=np.uint8)
+y = rng.integers(0, 10, 40)
+data = DomainData(source_images=x, source_labels=y, target_images=x, target_labels=y, mean=np.zeros(3, np.float32))
+model = build_model(rng)
+Trainer(model, build_optimizer(model), data, "dann", 8, 8, rng, log_every=4, eval_every=4,
+        evaluate=lambda m: {"source_acc": 0.5, "target_acc": 0.5}).run()
+'''
+
+
+def test_progress_in_a_real_notebook_kernel_is_a_bar_or_the_plain_lines():
+    """The Trainer in a Jupyter kernel: the notebook bar (a widget) with ipywidgets, else the plain lines."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from minidann.progress import has_widgets
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK_CELL)])
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    if has_widgets():
+        assert widgets and " step " not in text, outputs
+    else:
+        assert not widgets and "dann step 4/8 (50.0%)" in text and "dann step 8/8 (100.0%)" in text, outputs
