@@ -7,9 +7,19 @@ upper bound), then reports the last iterate's accuracies beside the paper's numb
     config.json       the resolved configuration (kernels and threads included), data and versions
     metrics.csv       step, mode, label_loss, domain_loss, domain_acc, lambda, lr, source_acc, target_acc
     results.json      {"modes": {mode: {source_acc, target_acc, domain_acc (dann), steps, seconds, ms_per_step}},
-                       "proxy_a_distance", "device", "kernels", "seed", "data", "versions", "reference"}
-    curves.png        training curves; samples.png: MNIST above MNIST-M; embedding.png: PCA of test features
+                       "proxy_a_distance", "device", "kernels", "seed", "data", "versions", "reference",
+                       "embedding": {methods, points_per_domain, tsne_seconds (with t-SNE)}}
+    curves.png        training curves; samples.png: MNIST above MNIST-M
+    embedding.png     test features in 2-D coloured by domain, one column per model: PCA (--embedding pca), t-SNE
+                      (tsne) or PCA above t-SNE (both)
+    embedding_by_class.png  with --embedding tsne or both: the same points drawn as their digits (the paper's Fig. 5)
     checkpoints/      one <mode>.npz per mode (``--resume`` any of them to continue the run)
+
+With ``--seeds 0,1,2`` each seed's run writes the above to <out>/seed<N>, and <out>/seeds.md holds every seed's
+accuracies with their mean, min-max and std per mode, beside the paper's numbers.
+
+Progress goes to stderr: a bar on a terminal or in a notebook with ipywidgets; elsewhere (a log file, CI, nohup) one
+line per evaluation with the step, the losses, the accuracies, the time elapsed and the estimated time left.
 
 Exit status: 0 done, 2 bad usage / no GPU / no data, 3 a loss became NaN or inf, 130 interrupted (Ctrl-C).
 """
@@ -49,7 +59,14 @@ from minidann.fast.parallel import auto_threads, check_threads
 from minidann.fast.tuning import blas_kernel
 from minidann.proxy_a_distance import proxy_a_distance
 from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
-from minidann.viz import plot_embedding, plot_sample_grid, plot_training_curves
+from minidann.viz import (
+    embed_panels,
+    plot_embedding,
+    plot_embeddings,
+    plot_embeddings_by_class,
+    plot_sample_grid,
+    plot_training_curves,
+)
 
 #: MNIST -> MNIST-M accuracies to print beside ours: JMLR Table 2 (Ganin et al., 2016) and the tf-dann notebook.
 REFERENCE = {
@@ -108,11 +125,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run that wrote this checkpoint (<run>/checkpoints/<mode>.npz) with its saved "
                         "configuration; finished modes are not retrained")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is also off when stderr is not "
-                   "a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output (else a bar on a terminal or in a "
+                   "notebook, one line per evaluation elsewhere)")
     p.add_argument("--eval-every", type=int, default=1000,
                    help="steps between test-set evaluations logged to metrics.csv (0: only at the end); they are "
                         "only logged, never used to choose anything")
+    p.add_argument("--embedding", choices=("pca", "tsne", "both"), default="pca",
+                   help="the 2-D embedding of the test features in embedding.png: pca (quick), tsne (the paper's "
+                        "Fig. 5, scikit-learn's TSNE on one core: seconds per model, printed with the time it took) "
+                        "or both (one row each); tsne and both also write embedding_by_class.png, the points drawn "
+                        "as their digits")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="train once per seed, each run in <out>/seed<N>, and write <out>/seeds.md: every seed's "
+                        "accuracies, their mean, min-max and std per mode, beside the paper's (not with --seed or "
+                        "--resume; default: one run with --seed)")
     p.add_argument("--limit-train", type=int, default=0, metavar="N",
                    help="use only the first N images of each training set (0: all; else at least the images one "
                         "batch takes from a domain); for quick trials and tests")
@@ -144,6 +170,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--limit-train {args.limit_train} leaves fewer training images per domain than one batch takes "
                 f"({per_domain} with --batch-size {args.batch_size} and these modes): use at least {per_domain}, "
                 "or 0 for all")
+    if args.seeds is not None:
+        try:
+            args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+        except ValueError:
+            p.error(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. --seeds 0,1,2")
+        if not args.seeds or min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+            p.error("--seeds: give distinct integers >= 0, e.g. --seeds 0,1,2")
+        if args.resume:
+            p.error("--seeds and --resume are exclusive: resume each seed's run on its own (--resume "
+                    "<out>/seed<N>/checkpoints/<mode>.npz)")
+        p.set_defaults(seed=None)  # parse again to tell a --seed on the command line from its default
+        if p.parse_args(argv).seed is not None:
+            p.error("--seed and --seeds are exclusive: give one seed with --seed or several with --seeds")
     if 0 < args.limit_test < PAD_MIN_POINTS:
         p.error(f"--limit-test must be 0 (all) or at least {PAD_MIN_POINTS}: the proxy A-distance at the end of the "
                 f"run needs {PAD_MIN_POINTS} test images per domain")
@@ -358,8 +397,97 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+# ------------------------------------------------------------------------------------------------------------
+# embeddings and several seeds
+
+
+def plot_embedding_figures(panels: dict, test: DomainData, n: int, embedding: str, out: Path) -> dict:
+    """Write embedding.png (and, with t-SNE, embedding_by_class.png) from each model's (n, D) source and target
+    test features; what was drawn and how long t-SNE took."""
+    if embedding == "pca":
+        plot_embedding(panels, out / "embedding.png")  # PCA, one row
+        return {"methods": ["pca"], "points_per_domain": n}
+    methods = ("pca", "tsne") if embedding == "both" else ("tsne",)
+    emb = embed_panels(panels, ("pca",)) if "pca" in methods else {}
+    t0 = time.perf_counter()
+    emb.update(embed_panels(panels, ("tsne",), seed=0))
+    seconds = time.perf_counter() - t0
+    print(f"t-SNE of {n} + {n} test features, {len(panels)} model(s): {seconds:.1f} s", flush=True)
+    plot_embeddings(panels, out / "embedding.png", methods, embeddings=emb)
+    plot_embeddings_by_class(panels, (test.source_labels[:n], test.target_labels[:n]), out / "embedding_by_class.png",
+                             methods, embeddings=emb)
+    return {"methods": list(methods), "points_per_domain": n, "tsne_seconds": round(seconds, 3)}
+
+
+SEED_COLUMNS = (("source_acc", "MNIST"), ("target_acc", "MNIST-M"), ("domain_acc", "domain acc"))
+
+
+def seeds_summary(per_seed: dict) -> dict:
+    """{seed: {mode: {source_acc, target_acc, domain_acc?}}} -> {mode: {key: {n, mean, min, max, std}}};
+    std is the sample standard deviation (n - 1), None for one seed."""
+    summary = {}
+    modes = [m for m in MODES if any(m in r for r in per_seed.values())]
+    for mode in modes:
+        summary[mode] = {}
+        for key, _ in SEED_COLUMNS:
+            v = np.array([r[mode][key] for r in per_seed.values() if r.get(mode, {}).get(key) is not None], float)
+            if len(v):
+                summary[mode][key] = {"n": len(v), "mean": float(v.mean()), "min": float(v.min()),
+                                      "max": float(v.max()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+    return summary
+
+
+def seeds_table(per_seed: dict) -> str:
+    """A Markdown table of every seed's accuracies per mode (as results.json's "modes"), then their mean,
+    min-max and std, then the paper's and tf-dann's numbers."""
+    summary = seeds_summary(per_seed)
+    head = ["mode", "seed"] + [name for _, name in SEED_COLUMNS]
+    lines = [f"MNIST -> MNIST-M over {len(per_seed)} seed(s), accuracy of the last iterate; std: sample standard "
+             "deviation (n - 1)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def add(mode, label, cells):
+        lines.append("| " + " | ".join([mode, label, *cells]) + " |")
+
+    for mode, stats in summary.items():
+        for seed, r in per_seed.items():
+            if mode in r:
+                add(mode, str(seed), [fmt(r[mode].get(key)) for key, _ in SEED_COLUMNS])
+        add(mode, "mean", [fmt(stats[k]["mean"]) if k in stats else "-" for k, _ in SEED_COLUMNS])
+        add(mode, "min-max", [f"{fmt(stats[k]['min'])}-{fmt(stats[k]['max'])}" if k in stats else "-"
+                              for k, _ in SEED_COLUMNS])
+        add(mode, "std", [fmt(stats[k]["std"]) if k in stats else "-" for k, _ in SEED_COLUMNS])
+        ref = REFERENCE[mode]
+        add(mode, "JMLR", ["-", fmt(ref["jmlr_target_acc"]), "-"])
+        add(mode, "tf-dann", [fmt(ref["tfdann_source_acc"]), fmt(ref["tfdann_target_acc"]), "-"])
+    return "\n".join(lines)
+
+
+def run_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One run per seed of ``args.seeds`` in <out>/seed<N>, then <out>/seeds.md; the first failing run's status."""
+    base = Path(args.out) if args.out else new_run_dir("s" + "-".join(map(str, args.seeds)))  # runs/...-seeds0-1-2
+    per_seed = {}
+    for seed in args.seeds:
+        out = base / f"seed{seed}"
+        print(f"=== seed {seed} ({len(per_seed) + 1} of {len(args.seeds)}), {out}", flush=True)
+        code = main(argv, argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "out": str(out)}))
+        if code != 0:
+            print(f"error: the run of seed {seed} stopped (exit status {code}); the finished seeds are in {base}",
+                  file=sys.stderr)
+            return code
+        per_seed[seed] = json.loads((out / "results.json").read_text())["modes"]
+        print()
+    table = seeds_table(per_seed)
+    (base / "seeds.md").write_text(table + "\n")
+    print(table)
+    print(f"\ntable in {base / 'seeds.md'}; each seed's outputs in {base}/seed<N>")
+    return 0
+
+
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    """Run the example with the command line ``argv`` (default sys.argv), or with ``args`` already parsed."""
+    args = parse_args(argv) if args is None else args
+    if args.seeds:
+        return run_seeds(args, argv)
     try:
         device, device_note = resolve_device(args.device)
     except GPUUnavailableError as e:
@@ -466,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_dir: Path | None,
                    resumed: dict[str, Checkpoint], args: argparse.Namespace, argv: list[str] | None) -> int:
     """Load the data, train every mode, write the outputs and print the table; the exit status."""
+    cfg["embedding"] = args.embedding  # a figure choice, not part of the run: on --resume too, from the flag
     print("minidann MNIST -> MNIST-M")
     print(device_note)
     if device == "cpu":
@@ -529,17 +658,17 @@ def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_d
             m = models[mode]
             panels[title] = (extract_features(m, test.source_images[:n], test.mean),
                              extract_features(m, test.target_images[:n], test.mean))
-    plot_embedding(panels, out / "embedding.png")
+    figures = plot_embedding_figures(panels, test, n, cfg["embedding"], out)
     plot_training_curves(writer.rows, out / "curves.png")
     results["proxy_a_distance"] = compute_pad(models, test)
     results.update(device=device, kernels=cfg["kernels"], seed=cfg["seed"], data=data_info, versions=versions(),
-                   reference=REFERENCE)
+                   reference=REFERENCE, embedding=figures)
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
     print()
     print(results_table(results))
     print(f"\noutputs in {out}: config.json, metrics.csv, results.json, curves.png, samples.png, embedding.png, "
-          "checkpoints/")
+          + ("embedding_by_class.png, " if cfg["embedding"] != "pca" else "") + "checkpoints/")
     return 0
 
 

@@ -42,6 +42,7 @@ from .dann import DANN, MODES, batch_rows, lambda_schedule, lr_schedule, train_s
 from .fast.parallel import check_threads
 from .fast.tuning import tuned
 from .optim import SGD
+from .progress import PlainLines, progress_style
 
 __all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
 
@@ -130,7 +131,8 @@ class Trainer:
         checkpoint_every: steps between checkpoints (0: only at the end and on Ctrl-C).
         meta: extra JSON-serialisable values for every checkpoint (the run's configuration).
         on_row: called with each metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
-        progress: show a tqdm bar on stderr (it also hides itself when stderr is not a terminal).
+        progress: show progress on stderr: a tqdm bar on a terminal or in a notebook, else one plain line per
+            evaluation (:mod:`minidann.progress`).
         threads: with the fast kernels on the CPU, 2 runs the two halves of every batch at once on two cores, 1
             one after the other; the same result bit for bit (see :func:`minidann.dann.train_step`). The reference
             kernels take 1 (checked by :func:`minidann.fast.parallel.check_threads`).
@@ -332,9 +334,11 @@ class Trainer:
             if threading.current_thread() is threading.main_thread():
                 previous = signal.signal(signal.SIGINT, self._on_sigint)
                 stack.callback(signal.signal, signal.SIGINT, previous)
+            style = progress_style(self.progress)  # a bar on a terminal or in a notebook, else plain lines
+            self._lines = PlainLines(self.mode, self.num_steps, self.step) if style == "lines" else None
             bar = stack.enter_context(tqdm(
                 total=self.num_steps, initial=self.step, desc=f"{self.mode} ({self.kernels} kernels)", file=sys.stderr,
-                unit="step", disable=None if self.progress else True, dynamic_ncols=True))
+                unit="step", disable=None if style == "bar" else True, dynamic_ncols=True))
             self._start_clock()
             while self.step < self.num_steps:
                 row = self._one_step(bar) or row
@@ -378,6 +382,8 @@ class Trainer:
             self.eval_seconds += time.perf_counter() - t_eval
         row = self._flush(evaluated)
         bar.set_postfix(self._postfix(row), refresh=False)
+        if self._lines is not None:
+            self._lines(row)  # one line per evaluation where no bar shows
         if checkpoint_now:
             self._update_clock()
             self.save()
