@@ -83,5 +83,5 @@ def test_two_threads_are_refused_on_gpu():
 
     model = build_model(np.random.default_rng(0), "gpu")
     x = to_device(np.zeros((4, 3, 28, 28), np.float32), "gpu")
-    with pytest.raises(ValueError, match="on a GPU use threads=1"):
+    with pytest.raises(ValueError, match="on the gpu use threads 1"):
         train_step(model, build_optimizer(model), x, np.array([1, 2]), "dann", 0.5, 0.01, threads=2)
