@@ -217,3 +217,23 @@ def test_a_full_disk_at_a_checkpoint_exits_4_and_the_last_good_one_resumes(tmp_p
     code, stdout, _ = run(resume_args(ckpt), capsys)
     assert code == 0, stdout
     assert (out / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+
+
+def test_sighup_stops_like_ctrl_c_with_status_129(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(tiny_args(data_dir, out, "--debug-interrupt-at", "source:3:HUP", "--modes", "source"), capsys)
+    assert code == 129 and "SIGHUP" in err and load_checkpoint(out / "checkpoints" / "source.npz").meta["step"] == 3
+
+
+def test_sigterm_while_loading_the_data_exits_143_and_releases_the_folder(tmp_path, data_dir, capsys, monkeypatch):
+    import signal
+
+    def killed(cfg):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(example, "load_data", killed)
+    out = tmp_path / "run"
+    code, _, err = run(tiny_args(data_dir, out), capsys)
+    assert code == 143 and "SIGTERM: stopped outside training" in err
+    assert not (out / ".minidann-run.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers were put back
