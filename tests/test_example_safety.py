@@ -237,3 +237,22 @@ def test_sigterm_while_loading_the_data_exits_143_and_releases_the_folder(tmp_pa
     assert code == 143 and "SIGTERM: stopped outside training" in err
     assert not (out / ".minidann-run.lock").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers were put back
+
+
+def test_a_really_full_disk_exits_4_and_the_run_resumes_once_there_is_space(tmp_path, data_dir, capsys,
+                                                                           uninterrupted):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=6m")  # room for one checkpoint (about 4.2 MB), not for its replacement beside it
+    try:
+        out = disk / "run"
+        code, _, err = run(tiny_args(data_dir, out), capsys)
+        ckpt = out / "checkpoints" / "source.npz"
+        assert code == 4 and "the disk is full" in err and f"last good checkpoint: {ckpt} (step 4)" in err, err
+        assert load_checkpoint(ckpt).meta["step"] == 4
+        assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".part")]
+        subprocess.run(["mount", "-o", "remount,size=40m", str(disk)], check=True)
+        code, stdout, _ = run(resume_args(ckpt), capsys)
+        assert code == 0, stdout
+        assert (out / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
