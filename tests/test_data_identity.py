@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from minidann.data import DigitsPair, Split, load_digits_pair
+from minidann.data.backgrounds import BSDS500_FILE, BSDS500_TRAIN_DIR
 from minidann.data.identity import data_identity, describe_data_difference
-from minidann.data.mnistm import BSDS500_FILE, BSDS500_TRAIN_DIR
 
 
 def _pair(n_train=20, n_test=10, source="full", backgrounds="bsds500", seed=0, flip_label=False, photo=0):
