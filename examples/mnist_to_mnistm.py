@@ -14,6 +14,7 @@ upper bound), then reports the last iterate's accuracies beside the paper's numb
                       (tsne) or PCA above t-SNE (both)
     embedding_by_class.png  with --embedding tsne or both: the same points drawn as their digits (the paper's Fig. 5)
     checkpoints/      one <mode>.npz per mode (``--resume`` any of them to continue the run)
+    .minidann-run.json, .minidann-run.lock   which files the run wrote; the lock held while it runs
 
 With ``--seeds 0,1,2`` each seed's run writes the above to <out>/seed<N>, and <out>/seeds.md holds every seed's
 accuracies with their mean, min-max and std per mode, beside the paper's numbers.
@@ -21,17 +22,27 @@ accuracies with their mean, min-max and std per mode, beside the paper's numbers
 Progress goes to stderr: a bar on a terminal or in a notebook with ipywidgets; elsewhere (a log file, CI, nohup) one
 line per evaluation with the step, the losses, the accuracies, the time elapsed and the estimated time left.
 
-Exit status: 0 done, 2 bad usage / no GPU / no data, 3 a loss became NaN or inf, 130 interrupted (Ctrl-C).
+An output folder belongs to one run: one that holds files no run wrote, or another run's, is refused (unless
+--overwrite), and so is a folder another run is using (the message names it). Ctrl-C, SIGTERM and SIGHUP stop
+after the current step and save a checkpoint to resume from.
+
+Exit status: 0 done, 2 bad usage / no GPU / no data / output folder refused, 3 a loss became NaN or inf, 4 a file
+could not be written (the message names it, why, and the checkpoint to resume from), 128+N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -54,10 +65,16 @@ from minidann.dann import (
     prepare_mnistm,
     preprocess,
 )
+from minidann.data._common import write_text_atomic
+from minidann.data.download import DataFolderNotWritable
+from minidann.data.identity import data_identity, describe_data_difference
 from minidann.dispatch import KERNELS
 from minidann.fast.parallel import auto_threads, check_threads
 from minidann.fast.tuning import blas_kernel
+from minidann.io_errors import EXIT_WRITE_FAILED, WriteFailed, write_failed
 from minidann.proxy_a_distance import proxy_a_distance
+from minidann.run_folder import RunFolderError, claim_run_folder, read_manifest
+from minidann.stop_signals import signal_exit_status
 from minidann.train import METRIC_COLUMNS, DomainData, Trainer, TrainingDiverged, TrainingInterrupted
 from minidann.viz import (
     embed_panels,
@@ -81,6 +98,7 @@ PAD_POINTS = 2000  # test images per domain for the proxy A-distance
 PAD_MIN_POINTS = 8  # the fewest it accepts (minidann.proxy_a_distance)
 DATA_SEED = 0  # MNIST-M is one fixed dataset: --seed varies the weights and the batches, not the data
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+OTHER_OUT = "choose another --out"  # ends the fix of a failed write
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -125,6 +143,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run that wrote this checkpoint (<run>/checkpoints/<mode>.npz) with its saved "
                         "configuration; finished modes are not retrained")
+    p.add_argument("--overwrite", action="store_true",
+                   help="use an --out that holds files this run did not write: another run's files are deleted, "
+                        "files no run wrote are left alone (those of the same names as the run's are replaced); "
+                        "never with --resume, and never a folder a running run holds")
     p.add_argument("--no-progress", action="store_true", help="no progress output (else a bar on a terminal or in a "
                    "notebook, one line per evaluation elsewhere)")
     p.add_argument("--eval-every", type=int, default=1000,
@@ -147,8 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "A-distance needs); for quick trials and tests")
     # Testing aids for the NaN guard and Ctrl-C handling (hidden from --help).
     p.add_argument("--debug-nan-at", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--debug-interrupt-at", default=None, metavar="MODE:STEP", help=argparse.SUPPRESS)
+    p.add_argument("--debug-interrupt-at", default=None, metavar="MODE:STEP[:SIGNAL]", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.overwrite and args.resume:
+        p.error("--overwrite and --resume exclude each other: a resume keeps the run's files (give a new --out to "
+                "continue the run elsewhere)")
     if args.modes == "all":
         args.modes = ",".join(MODES)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -221,12 +246,45 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def new_run_dir(seed: int) -> Path:
+def new_run_dir(seed: int, command: str):
+    """Claim a new folder runs/<date>-<time>-seed<N>[-k]: the next suffix when another run took one first."""
     base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
-    out, k = base, 1
-    while out.exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
+    out = base
+    for k in range(1, 1000):
+        if not out.exists():
+            try:
+                return claim_run_folder(out, command=command)
+            except RunFolderError:  # another run started in it between the check and the claim
+                pass
+        out = base.with_name(f"{base.name}-{k}")
+    raise RunFolderError(f"no free run folder next to {base}; choose --out", base, "other")
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP outside training (loading the data, the figures): nothing to save, leave at once."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGHUP raise _Stopped, so that the run folder's lock is released on the way out (training
+    replaces this with its own handlers, which finish the step and save)."""
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), stop)
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 #: What makes two checkpoints parts of one run: every mode starts from the seed's weights and trains on the same data
@@ -254,25 +312,34 @@ def foreign_checkpoint(ckpt: Checkpoint, mode: str, cfg: dict) -> str | None:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.csv; a last row cut short (the run was killed, or the disk filled, mid-write) is left out."""
     if not path.is_file():
         return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # every complete row ends with a newline
+        text = text[:text.rfind("\n") + 1]
     rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
+    for r in csv.DictReader(io.StringIO(text, newline="")):
+        try:
             rows.append({k: (r[k] if k == "mode" else int(r[k]) if k == "step" else
                              (float(r[k]) if r[k] != "" else None)) for k in METRIC_COLUMNS})
+        except (TypeError, ValueError):  # a damaged row: the checkpoint's steps are retrained and logged again
+            continue
     return rows
 
 
 class MetricsWriter:
-    """Appends rows to metrics.csv as they come (flushed, so a crash keeps what was logged)."""
+    """Appends rows to metrics.csv as they come (flushed, so a crash keeps what was logged).
+
+    Raises WriteFailed (disk full, read-only, ...) naming the file and the fix."""
 
     def __init__(self, path: Path, rows: list[dict]):
         self.path, self.rows = path, list(rows)
-        with open(path, "w", newline="") as f:  # rewrite: on resume, rows after the checkpoints are dropped
-            w = csv.DictWriter(f, METRIC_COLUMNS)
-            w.writeheader()
-            w.writerows({k: self._fmt(r[k]) for k in METRIC_COLUMNS} for r in self.rows)
+        f = io.StringIO(newline="")  # rewrite, whole or not at all: on resume, rows after the checkpoints go
+        w = csv.DictWriter(f, METRIC_COLUMNS)
+        w.writeheader()
+        w.writerows({k: self._fmt(r[k]) for k in METRIC_COLUMNS} for r in self.rows)
+        write_text_atomic(path, f.getvalue(), alternative=OTHER_OUT)
 
     @staticmethod
     def _fmt(v):
@@ -280,8 +347,11 @@ class MetricsWriter:
 
     def __call__(self, row: dict) -> None:
         self.rows.append(row)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: self._fmt(row[k]) for k in METRIC_COLUMNS})
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, METRIC_COLUMNS).writerow({k: self._fmt(row[k]) for k in METRIC_COLUMNS})
+        except OSError as e:
+            raise write_failed(self.path, e, alternative=OTHER_OUT, atomic=False) from e
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -311,12 +381,15 @@ def load_data(cfg: dict):
     return pair, train, test
 
 
-def _debug_step(spec: str | None, mode: str) -> int | None:
-    """``"dann:6"`` -> 6 in mode dann, None in other modes (a testing aid)."""
+def _debug_step(spec: str | None, mode: str) -> tuple[int | None, int]:
+    """``"dann:6"`` -> (6, SIGINT) in mode dann, (None, SIGINT) in other modes; ``"dann:6:TERM"`` sends SIGTERM
+    (a testing aid)."""
     if spec is None:
-        return None
-    target, _, step = spec.rpartition(":")
-    return int(step) if target in ("", mode) else None
+        return None, signal.SIGINT
+    parts = spec.split(":")
+    signum = getattr(signal, "SIG" + parts.pop()) if not parts[-1].isdigit() else signal.SIGINT
+    target, step = (parts[0] if len(parts) > 1 else ""), parts[-1]
+    return (int(step) if target in ("", mode) else None), signum
 
 
 def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainData, out: Path,
@@ -334,8 +407,8 @@ def run_mode(mode: str, cfg: dict, device: str, train: DomainData, test: DomainD
         model, optimizer, train, mode, cfg["steps"], cfg["batch_size"], rng, log_every=LOG_EVERY,
         eval_every=cfg["eval_every"], evaluate=evaluate_test, checkpoint_path=out / "checkpoints" / f"{mode}.npz",
         checkpoint_every=CHECKPOINT_EVERY, meta={"config": cfg}, on_row=on_row, progress=progress,
-        nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode),
-        threads=cfg["threads"], kernels=cfg["kernels"],
+        nan_at_step=args.debug_nan_at, interrupt_at_step=_debug_step(args.debug_interrupt_at, mode)[0],
+        threads=cfg["threads"], kernels=cfg["kernels"], interrupt_signal=_debug_step(args.debug_interrupt_at, mode)[1],
     )
     if resume is not None:
         trainer.restore(resume)
@@ -464,7 +537,18 @@ def seeds_table(per_seed: dict) -> str:
 
 def run_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
     """One run per seed of ``args.seeds`` in <out>/seed<N>, then <out>/seeds.md; the first failing run's status."""
-    base = Path(args.out) if args.out else new_run_dir("s" + "-".join(map(str, args.seeds)))  # runs/...-seeds0-1-2
+    if args.out:
+        base = Path(args.out)
+    else:  # runs/<date>-<time>-seeds0-1-2, a new folder (each seed's run claims its own subfolder)
+        base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-seeds{'-'.join(map(str, args.seeds))}"
+        k = 0
+        while base.exists():
+            k += 1
+            base = base.with_name(f"{base.name.rsplit('~', 1)[0]}~{k}")
+    if (base / "seeds.md").exists() and not args.overwrite:  # never replace a table without being asked
+        print(f"error: {base / 'seeds.md'} exists already: choose another --out, or --overwrite to replace it",
+              file=sys.stderr)
+        return 2
     per_seed = {}
     for seed in args.seeds:
         out = base / f"seed{seed}"
@@ -477,7 +561,7 @@ def run_seeds(args: argparse.Namespace, argv: list[str] | None) -> int:
         per_seed[seed] = json.loads((out / "results.json").read_text())["modes"]
         print()
     table = seeds_table(per_seed)
-    (base / "seeds.md").write_text(table + "\n")
+    write_text_atomic(base / "seeds.md", table + "\n", alternative=OTHER_OUT)
     print(table)
     print(f"\ntable in {base / 'seeds.md'}; each seed's outputs in {base}/seed<N>")
     return 0
@@ -519,11 +603,23 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             return EXIT_USAGE
         cfg["kernels"] = run_kernels
         resume_dir = ckpt.path.parent
-        out = Path(args.out) if args.out else resume_dir.parent
-        if (out / "config.json").exists() and out.resolve() != resume_dir.parent.resolve():
+        # the run folder of the checkpoint: <run>/checkpoints/<mode>.npz with the run's manifest in <run>
+        ckpt_run = resume_dir.parent if read_manifest(resume_dir.parent) is not None else None
+        if args.out:
+            out = Path(args.out)
+        elif ckpt_run is None:
+            print(f"error: --resume: {ckpt.path} is not in the folder of a run (no <run>/checkpoints/ with the run's "
+                  ".minidann-run.json beside it), and continuing there would mix the run's files with files it "
+                  f"did not write. Fix: give the continued run a new folder: --resume {ckpt.path} --out NEW_FOLDER",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        else:
+            out = ckpt_run
+        in_place = ckpt_run is not None and out.resolve() == ckpt_run.resolve()
+        if (out / "config.json").exists() and not in_place:
             print(f"error: --out {out} already holds another run, which resuming into it would overwrite; choose "
                   f"an empty --out, or leave --out out to continue in the checkpoint's own run folder "
-                  f"{resume_dir.parent}", file=sys.stderr)
+                  f"{ckpt_run or resume_dir.parent}", file=sys.stderr)
             return EXIT_USAGE
         defaults = vars(parse_args([]))
         ignored = [f"--{f.replace('_', '-')}" for f in ("seed", "steps", "batch_size", "modes", "data", "data_dir",
@@ -533,16 +629,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             print(f"note: --resume keeps the checkpoint's configuration; ignoring {', '.join(ignored)}")
         cfg.update(resumed_from=str(ckpt.path))
     else:
-        out = Path(args.out) if args.out else new_run_dir(args.seed)
-        if (out / "config.json").exists():
-            saved = [out / "checkpoints" / f"{m}.npz" for m in MODES if (out / "checkpoints" / f"{m}.npz").is_file()]
-            if saved:
-                print(f"error: {out} already holds a run; choose another --out or continue it with --resume "
-                      f"{saved[0]}", file=sys.stderr)
-            else:
-                print(f"error: {out} already holds a run that stopped before its first checkpoint, so there is "
-                      f"nothing to resume; delete {out} or choose another --out", file=sys.stderr)
-            return EXIT_USAGE
+        out, in_place, ckpt_run = (Path(args.out) if args.out else None), False, None  # (None: a new runs/ folder)
         cfg = {
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "modes": args.modes,
             "kernels": args.kernels or "fast",
@@ -555,7 +642,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             "preprocessing": "MNIST binarised (x > 0 -> 255) and repeated to 3 channels; minus the per-channel "
                              "pixel mean of MNIST-train + MNIST-M-train; divided by 255",
         }
-    if out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():
         print(f"error: --out {out} is a file; the run needs a folder: choose another --out", file=sys.stderr)
         return EXIT_USAGE
     # On --resume, every mode's checkpoint in that folder must belong to this run: checked before anything is
@@ -563,7 +650,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     resumed = {}  # mode -> its checkpoint
     if resume_dir is not None:
         resumed[ckpt.meta["mode"]] = ckpt  # whatever its file is called
-        for mode in cfg["modes"]:
+        for mode in cfg["modes"] if ckpt_run is not None else ():  # (a lone checkpoint has no run beside it)
             path = resume_dir / f"{mode}.npz"
             if mode in resumed or not path.is_file():
                 continue
@@ -577,7 +664,6 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
                 print(f"error: --resume: {path} belongs to another run ({other}). Fix: delete it to train mode "
                       f"{mode} again with this run's configuration", file=sys.stderr)
                 return EXIT_USAGE
-    cfg.update(device=args.device, device_used=device, out=str(out), command=shlex.join(sys.argv))
     # The thread count is how the run uses this machine, not part of its configuration (it never changes the
     # numbers; see minidann/fast/parallel.py), so a resumed run takes it from the flag like the device.
     try:
@@ -586,14 +672,59 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         print(f"error: --threads {args.threads} with --kernels {cfg['kernels']} and --batch-size {cfg['batch_size']}"
               f": {e}", file=sys.stderr)
         return EXIT_USAGE
-    out.mkdir(parents=True, exist_ok=True)
-    with minidann.kernels(cfg["kernels"]):  # training, evaluation and the figures all run on the run's kernels
-        return run_experiment(cfg, device, device_note, out, resume_dir, resumed, args, argv)
+    # The output folder is claimed (writable, free of files this run did not write, locked for the whole run)
+    # before the data load, so that a refusal costs nothing and the run never writes into another's folder.
+    command = shlex.join(sys.argv)
+    try:
+        run = (new_run_dir(cfg["seed"], command) if out is None else
+               claim_run_folder(out, overwrite=args.overwrite, resume=in_place, command=command))
+    except RunFolderError as e:
+        print(f"error: --out: {e}", file=sys.stderr)
+        if e.reason == "other_run":  # name the checkpoint a resume would start from
+            saved = [e.path / "checkpoints" / f"{m}.npz" for m in MODES
+                     if (e.path / "checkpoints" / f"{m}.npz").is_file()]
+            print(f"  to continue it: --resume {saved[0]}" if saved else "  it stopped before its first checkpoint, "
+                  "so there is nothing to resume", file=sys.stderr)
+        return EXIT_USAGE
+    except WriteFailed as e:
+        print(f"error: --out: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    out = run.path
+    cfg.update(device=args.device, device_used=device, out=str(out), command=command)
+    with run, _stop_on_signals(), minidann.kernels(cfg["kernels"]):  # (training, evaluation, figures: its kernels)
+        try:
+            return run_experiment(cfg, device, device_note, run, ckpt_run, resumed, args, argv)
+        except WriteFailed as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            _print_resume(out, cfg, argv, getattr(e, "last_checkpoint", None))
+            return EXIT_WRITE_FAILED
+        except _Stopped as e:
+            print(f"\n{signal.Signals(e.signum).name}: stopped outside training, nothing to save; the checkpoints "
+                  f"so far are in {out / 'checkpoints'}", file=sys.stderr)
+            return signal_exit_status(e.signum)
 
 
-def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_dir: Path | None,
+def _print_resume(out: Path, cfg: dict, argv: list[str] | None, last: tuple[Path, int] | None) -> None:
+    """After a failed write: the command that continues the run from its last good checkpoint."""
+    saved = [out / "checkpoints" / f"{m}.npz" for m in cfg["modes"] if (out / "checkpoints" / f"{m}.npz").is_file()]
+    path = last[0] if last else (saved[-1] if saved else None)
+    script = sys.argv[0] if argv is None else "examples/mnist_to_mnistm.py"
+    if path is None:
+        print("no checkpoint was saved yet: once the cause is fixed, start the run again", file=sys.stderr)
+    else:
+        print(f"once the cause is fixed, resume with: python {script} --resume {path}", file=sys.stderr)
+
+
+def run_experiment(cfg: dict, device: str, device_note: str, run, ckpt_run: Path | None,
                    resumed: dict[str, Checkpoint], args: argparse.Namespace, argv: list[str] | None) -> int:
-    """Load the data, train every mode, write the outputs and print the table; the exit status."""
+    """Load the data, train every mode, write the outputs and print the table; the exit status.
+
+    ``run`` is the claimed :class:`~minidann.run_folder.RunFolder`; ``ckpt_run`` the run folder of a resumed
+    checkpoint (where the metrics so far are), or None."""
+    out = run.path
+    run.record("config.json", "metrics.csv", "results.json", "samples.png", "curves.png", "embedding.png",
+               "embedding_by_class.png",
+               *(f"checkpoints/{m}.npz" for m in cfg["modes"]))
     cfg["embedding"] = args.embedding  # a figure choice, not part of the run: on --resume too, from the flag
     print("minidann MNIST -> MNIST-M")
     print(device_note)
@@ -604,9 +735,26 @@ def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_d
         print(f"  {k:<12} {cfg[k]}")
     try:
         pair, train, test = load_data(cfg)
+    except DataFolderNotWritable as e:  # (a download or the MNIST-M cache could not be written)
+        print(f"error: data: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except ValueError as e:  # minidann.data.DataError: missing, malformed or unverified files
         print(f"error: data: {e}", file=sys.stderr)
         return EXIT_USAGE
+    # A resume trains on the data it started with: each resumed checkpoint recorded what identifies them.
+    identity = data_identity(pair, seed=DATA_SEED, data_dir=cfg["data_dir"], limit_train=cfg["limit_train"],
+                             limit_test=cfg["limit_test"], pixel_mean=train.mean, verify=cfg["verify"])
+    for c in resumed.values():
+        saved = c.meta["config"].get("data_identity")
+        why = None if saved is None else describe_data_difference(saved, identity)
+        if saved is None:
+            print(f"note: {c.path} records no identity of its data, so it cannot be checked that they are the same",
+                  file=sys.stderr)
+        elif why:
+            print(f"error: --resume: the data changed since {c.path} was saved: {why}. Fix: restore the data folder "
+                  "as it was, or start a new run", file=sys.stderr)
+            return EXIT_USAGE
+    cfg["data_identity"] = identity
     if cfg["data_used"] is None:
         cfg["data_used"] = pair.source  # a resumed run loads exactly these data again, even under --data auto
     print(f"data: {pair.description}")
@@ -618,10 +766,11 @@ def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_d
     data_info = {"source": pair.source, "backgrounds": pair.backgrounds, "description": pair.description,
                  "reason": pair.reason, "train": len(train.source_labels), "test": len(test.source_labels),
                  "mnistm_seed": DATA_SEED}
-    (out / "config.json").write_text(json.dumps({**cfg, "data_info": data_info, "versions": versions()}, indent=2))
+    write_text_atomic(out / "config.json", json.dumps({**cfg, "data_info": data_info, "versions": versions()},
+                                                      indent=2), alternative=OTHER_OUT)
 
     # metrics.csv: on resume, keep the rows each mode's checkpoint covers
-    old_rows = read_metrics((resume_dir.parent if resume_dir else out) / "metrics.csv")
+    old_rows = read_metrics(ckpt_run / "metrics.csv") if ckpt_run is not None else []
     covered = {mode: c.meta["step"] for mode, c in resumed.items()}
     writer = MetricsWriter(out / "metrics.csv", [r for r in old_rows if r["step"] <= covered.get(r["mode"], 0)])
 
@@ -641,7 +790,7 @@ def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_d
         if e.checkpoint is not None:
             print(f"resume with: python {sys.argv[0] if argv is None else 'examples/mnist_to_mnistm.py'} --resume "
                   f"{e.checkpoint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return e.exit_status
     except TrainingDiverged as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -663,7 +812,7 @@ def run_experiment(cfg: dict, device: str, device_note: str, out: Path, resume_d
     results["proxy_a_distance"] = compute_pad(models, test)
     results.update(device=device, kernels=cfg["kernels"], seed=cfg["seed"], data=data_info, versions=versions(),
                    reference=REFERENCE, embedding=figures)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2), alternative=OTHER_OUT)
 
     print()
     print(results_table(results))

@@ -15,10 +15,14 @@ here and stays off the device's critical path:
   once per window instead of once per step keeps the GPU from waiting on the host every step; the price is up
   to ``log_every - 1`` wasted steps after a divergence, and checkpoints are only ever written after a check.
 - Checkpoints every ``checkpoint_every`` steps and at the end (atomic, see :mod:`minidann.checkpoint`).
-- Ctrl-C: the first SIGINT sets a flag; the loop finishes the current step, saves a checkpoint at that step
-  boundary and raises :class:`TrainingInterrupted`. Stopping between steps (never inside the optimizer's
-  update) is what lets ``--resume`` end with the same weights as an uninterrupted run. A second Ctrl-C
-  raises KeyboardInterrupt at once, without saving.
+- Stop signals (Ctrl-C's SIGINT, SIGTERM from a scheduler, ``docker stop`` or ``timeout``, SIGHUP from a closed
+  terminal; see :mod:`minidann.stop_signals`): the first sets a flag; the loop finishes the current step, saves
+  a checkpoint at that step boundary and raises :class:`TrainingInterrupted`, whose ``exit_status`` is 128 + the
+  signal number. Stopping between steps (never inside the optimizer's update) is what lets ``--resume`` end
+  with the same weights as an uninterrupted run. A second signal raises KeyboardInterrupt at once, without
+  saving.
+- A checkpoint that cannot be written raises :class:`~minidann.io_errors.WriteFailed` naming the cause, the fix
+  and the last good checkpoint (which the failed write leaves intact).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,8 +44,10 @@ from .checkpoint import Checkpoint, save_checkpoint, unsaveable_meta
 from .dann import DANN, MODES, batch_rows, lambda_schedule, lr_schedule, train_step
 from .fast.parallel import check_threads
 from .fast.tuning import tuned
+from .io_errors import WriteFailed
 from .optim import SGD
 from .progress import PlainLines, progress_style
+from .stop_signals import StopRequest, signal_exit_status
 
 __all__ = ["DomainData", "EpochSampler", "Trainer", "TrainingDiverged", "TrainingInterrupted", "METRIC_COLUMNS"]
 
@@ -58,17 +63,21 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C stopped training at a step boundary after saving a checkpoint.
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) stopped training at a step boundary after saving a checkpoint.
 
     Attributes:
         mode: the mode being trained.
         step: steps completed.
         checkpoint: where the checkpoint was saved (None when it could not be saved).
+        signum: the signal that asked for the stop (SIGINT for Ctrl-C).
+        exit_status: 128 + signum, as a shell reports a program stopped by that signal (130, 143, 129).
     """
 
-    def __init__(self, message: str, mode: str, step: int, checkpoint: Path | None):
+    def __init__(self, message: str, mode: str, step: int, checkpoint: Path | None,
+                 signum: int = signal.SIGINT):
         super().__init__(message)
         self.mode, self.step, self.checkpoint = mode, step, checkpoint
+        self.signum, self.exit_status = int(signum), signal_exit_status(signum)
 
 
 @dataclass
@@ -139,7 +148,8 @@ class Trainer:
         kernels: "fast" or "reference", the layer of ops that trains (None: the active one when the Trainer is
             made); :meth:`run` trains under it whatever is active at the call.
         nan_at_step: testing aid: fill the batch of this step (1-based) with NaN, to exercise the guard.
-        interrupt_at_step: testing aid: send this process SIGINT after this step, as Ctrl-C would.
+        interrupt_at_step: testing aid: send this process ``interrupt_signal`` after this step.
+        interrupt_signal: the signal ``interrupt_at_step`` sends (default SIGINT, as Ctrl-C would).
     """
 
     def __init__(self, model: DANN, optimizer: SGD, data: DomainData, mode: str, num_steps: int, batch_size: int,
@@ -147,7 +157,7 @@ class Trainer:
                  evaluate: Callable[[DANN], dict] | None = None, checkpoint_path: str | Path | None = None,
                  checkpoint_every: int = 0, meta: dict | None = None, on_row: Callable[[dict], None] | None = None,
                  progress: bool = True, nan_at_step: int | None = None, interrupt_at_step: int | None = None,
-                 threads: int = 1, kernels: str | None = None):
+                 threads: int = 1, kernels: str | None = None, interrupt_signal: int = signal.SIGINT):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         ints = {"num_steps": num_steps, "batch_size": batch_size, "log_every": log_every, "eval_every": eval_every,
@@ -175,7 +185,7 @@ class Trainer:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.checkpoint_every, self.meta, self.on_row = checkpoint_every, meta, on_row
         self.progress, self.nan_at_step, self.interrupt_at_step = progress, nan_at_step, interrupt_at_step
-        self.threads = threads
+        self.threads, self.interrupt_signal = threads, interrupt_signal
         self.device = model.device
 
         self.batches = DomainBatches(data, mode, batch_size, rng)  # (checks the data)
@@ -187,7 +197,7 @@ class Trainer:
         self.last_checkpoint: tuple[Path, int] | None = None
         self.last_eval: dict | None = None
         self._window = _Window()
-        self._interrupted = False
+        self._stop = StopRequest()  # replaced by the active one while run() runs
 
     # -- schedules -------------------------------------------------------------------------------------------
 
@@ -219,6 +229,11 @@ class Trainer:
             )
         except FloatingPointError as e:
             raise TrainingDiverged(f"{e}; {self._last_good()}") from e
+        except WriteFailed as e:  # the old file is intact (atomic write): say where the run can go on from
+            failed = WriteFailed(f"{e} Training of {self.mode!r} stopped after step {self.step}; "
+                                 f"{self._last_good()}.", e.path, e.errno)
+            failed.last_checkpoint = self.last_checkpoint
+            raise failed from e
         self.last_checkpoint = (path, self.step)
         return path
 
@@ -310,19 +325,18 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
 
-    def _on_sigint(self, signum, frame):
-        if self._interrupted:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self._interrupted = True
-        print(f"\nCtrl-C: stopping {self.mode} after step {self.step + 1} and saving a checkpoint "
-              "(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
+    def _stop_message(self, name: str) -> str:
+        what = "Ctrl-C" if name == "SIGINT" else name
+        return (f"\n{what}: stopping {self.mode} after step {self.step + 1} and saving a checkpoint (send it again "
+                "to quit without saving)")
 
     def run(self) -> dict:
         """Train from ``self.step`` to ``num_steps``; return the last metrics row.
 
         Raises:
             TrainingDiverged: a loss became NaN or inf.
-            TrainingInterrupted: Ctrl-C; a checkpoint was saved at the last completed step.
+            TrainingInterrupted: Ctrl-C, SIGTERM or SIGHUP; a checkpoint was saved at the last completed step.
+            WriteFailed: a checkpoint could not be written; the last good one is named and intact.
         """
         from tqdm.auto import tqdm
 
@@ -331,9 +345,7 @@ class Trainer:
             stack.enter_context(dispatch.kernels(self.kernels))
             if self.device == "cpu" and self.kernels == "fast":
                 stack.enter_context(tuned())  # malloc keeps the step's freed memory for the next step, meanwhile
-            if threading.current_thread() is threading.main_thread():
-                previous = signal.signal(signal.SIGINT, self._on_sigint)
-                stack.callback(signal.signal, signal.SIGINT, previous)
+            self._stop = stack.enter_context(StopRequest(self._stop_message))  # (main thread only)
             style = progress_style(self.progress)  # a bar on a terminal or in a notebook, else plain lines
             self._lines = PlainLines(self.mode, self.num_steps, self.step) if style == "lines" else None
             bar = stack.enter_context(tqdm(
@@ -343,16 +355,16 @@ class Trainer:
             while self.step < self.num_steps:
                 row = self._one_step(bar) or row
         self._update_clock()
-        if self._interrupted:  # Ctrl-C during the last step: the final checkpoint is saved, but stop the run
+        if self._stop.requested:  # a signal during the last step: the final checkpoint is saved, but stop the run
             path = None if self.checkpoint_path is None else self.last_checkpoint[0]
             where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path was set"
-            raise TrainingInterrupted(f"interrupted at the end of mode {self.mode!r} (step {self.step}); {where}",
-                                      self.mode, self.step, path)
+            raise TrainingInterrupted(f"{self._stop.name}: interrupted at the end of mode {self.mode!r} (step "
+                                      f"{self.step}); {where}", self.mode, self.step, path, self._stop.signum)
         return row
 
     def _one_step(self, bar) -> dict | None:
         """Train step ``self.step + 1``, then log, evaluate and checkpoint as due; the metrics row if one was made."""
-        if self._interrupted:
+        if self._stop.requested:
             raise self._interrupt()
         step = self.step + 1
         _, lambd, lr = self.schedule(step)
@@ -366,7 +378,7 @@ class Trainer:
         self._window.values.append((stats.label_loss, stats.domain_loss, stats.domain_acc))
         bar.update(1)
         if step == self.interrupt_at_step:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(self.interrupt_signal)
 
         evaluate_now = self.evaluate is not None and (
             step == self.num_steps or (self.eval_every and step % self.eval_every == 0))
@@ -410,5 +422,5 @@ class Trainer:
         self._update_clock()
         path = self.save()
         where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path was set, nothing saved"
-        return TrainingInterrupted(f"interrupted in mode {self.mode!r} after step {self.step} of {self.num_steps}; "
-                                   f"{where}", self.mode, self.step, path)
+        return TrainingInterrupted(f"{self._stop.name}: interrupted in mode {self.mode!r} after step {self.step} of "
+                                   f"{self.num_steps}; {where}", self.mode, self.step, path, self._stop.signum)

@@ -6,6 +6,7 @@ so no global figure state, no GUI backend and nothing to close.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .data._common import temp_path
+from .io_errors import write_failed
 
 __all__ = ["EMBEDDINGS", "embed_2d", "embed_panels", "pca_2d", "plot_embedding", "plot_embeddings",
            "plot_embeddings_by_class", "plot_sample_grid", "plot_training_curves", "save_png", "tsne_2d"]
@@ -27,18 +29,26 @@ _MODE_COLOURS = {"source": "tab:blue", "dann": "tab:red", "target": "tab:green"}
 
 
 def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` (a .png name) whole: to a temporary file first, then renamed over the old one."""
+    """Write ``fig`` to ``path`` (a .png name) whole: to a temporary file first, then renamed over the old one.
+
+    Raises:
+        WriteFailed: the file could not be written (disk full, read-only, permission); the message names the cause.
+    """
     path = Path(path)
     if path.suffix.lower() != ".png" or path.is_dir():  # matplotlib would pick the format from the suffix
         raise ValueError(f"plots are written as PNG: give a file name ending in .png, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = temp_path(path)  # an interrupted write must not leave half a PNG
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path)  # an interrupted or failed write leaves the old PNG (or none), never half of one
+        try:
+            fig.savefig(tmp, dpi=dpi, format="png")
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    except OSError as e:  # disk full, read-only, permission: the message says which and what to do
+        raise write_failed(path, e) from e
     return path
 
 

@@ -119,7 +119,8 @@ def test_refuses_to_overwrite_a_run(tmp_path, data_dir, capsys):
     out.mkdir()
     (out / "config.json").write_text("{}")
     code, _, err = run(tiny_args(data_dir, out), capsys)
-    assert code == 2 and "already holds a run" in err
+    assert code == 2 and "holds files that no minidann run wrote (config.json)" in err
+    assert (out / "config.json").read_text() == "{}"
 
 
 def _final_weights(out, mode):
@@ -348,11 +349,14 @@ def test_resume_refuses_a_checkpoint_without_a_run_configuration(tmp_path, capsy
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_is_not_offered_for_resume(tmp_path, data_dir, capsys):
+    from minidann.run_folder import claim_run_folder
+
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.json").write_text("{}")
+    with claim_run_folder(out) as claimed:  # a run that wrote its config, then stopped
+        (out / "config.json").write_text("{}")
+        claimed.record("config.json")
     code, _, err = run(tiny_args(data_dir, out), capsys)
-    assert code == 2 and "stopped before its first checkpoint" in err and "--resume" not in err
+    assert code == 2 and "stopped before its first checkpoint" in err and f"--resume {out}" not in err
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / "source.npz").write_bytes(b"")
     code, _, err = run(tiny_args(data_dir, out), capsys)

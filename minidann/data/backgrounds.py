@@ -46,6 +46,8 @@ BSDS500_REMOTE = RemoteFile(
     ),
     "size:70763455",
 )
+#: Every JPEG file starts with these bytes (SOI and the first marker's 0xFF).
+JPEG_MAGIC = b"\xff\xd8\xff"
 #: BSDS500 JPEGs are 481x321, about 20-150 KB; a member above this cap is not a BSDS500 photo.
 MAX_JPEG_BYTES = 4 << 20
 MAX_PHOTO_PIXELS = 4096 * 4096
@@ -153,8 +155,14 @@ def read_bsds500_train(
                 data = f.read(max_member_bytes + 1) if f is not None else b""
                 if len(data) != member.size:
                     raise DataError(f"{tgz}: member {member.name} is truncated")
+                if data[:3] != JPEG_MAGIC:  # a PNG (or anything else) named .jpg is not a BSDS500 photo
+                    raise DataError(f"{tgz}: member {member.name} is named .jpg but is not a JPEG (it starts with "
+                                    f"{data[:8]!r}, a JPEG with {JPEG_MAGIC!r}). The archive is not BSDS500 as "
+                                    "published: delete it and download it again")
                 try:
-                    image = iio.imread(data, extension=".jpg")
+                    # mode="RGB" converts what the decoder gives: CMYK (4 channels, which dropping K would turn
+                    # into wrong colours) and greyscale both become the colours a viewer shows
+                    image = iio.imread(data, extension=".jpg", mode="RGB")
                 except Exception as e:  # decoders raise many types; any of them means a bad member
                     raise DataError(f"{tgz}: member {member.name} is not a readable JPEG ({e})") from e
                 if image.shape[0] * image.shape[1] > MAX_PHOTO_PIXELS:
