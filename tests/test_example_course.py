@@ -1,31 +1,18 @@
 """The example's course features: --embedding, progress lines where no bar shows, and --seeds with its table."""
 
-import importlib.util
 import io
 import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_script import PNG_MAGIC, ROOT, SCRIPT, load_example
 
 from minidann.progress import PlainLines, progress_style
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "mnist_to_mnistm.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("mnist_to_mnistm_course", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load_example()
+example = load_example("mnist_to_mnistm_course")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,14 @@
 """End-to-end runs of examples/mnist_to_mnistm.py on a small slice of the embedded data (offline, seconds)."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_script import PNG_MAGIC, SCRIPT, load_example
 
 from minidann.backend import gpu_available
 from minidann.checkpoint import load_checkpoint
@@ -17,19 +16,7 @@ from minidann.dann import lambda_schedule, lr_schedule
 from minidann.fast.parallel import auto_threads
 from minidann.train import METRIC_COLUMNS
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "mnist_to_mnistm.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("mnist_to_mnistm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load_example()
+example = load_example("mnist_to_mnistm")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ a checkpoint every 4 steps so that a failure can fall between two checkpoints.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,21 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from example_script import load_example
 
 from minidann.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "mnist_to_mnistm.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("mnist_to_mnistm_safety", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load_example()
+example = load_example("mnist_to_mnistm_safety")
 EVERY = 4  # steps between checkpoints in these tests
 
 
