@@ -15,7 +15,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -53,13 +52,13 @@ def _pair_child(impl: str, device: str, batch: int, steps: int, threads: int = 1
     """
     import contextlib
 
-    from minidann.backend import synchronize, to_device
+    from minidann.backend import to_device
     from minidann.dann import build_model, build_optimizer, preprocess, train_step
     from minidann.dispatch import kernels
     from minidann.fast.tuning import tuned
 
     from .memory import _vm_hwm_mb
-    from .step import _minor_faults
+    from .step import timed_steps
 
     src, tgt, labels, mean, (s_src, s_tgt) = synthetic_domains(batch, seed)
     model = build_model(np.random.default_rng(seed), device)
@@ -92,14 +91,7 @@ def _pair_child(impl: str, device: str, batch: int, steps: int, threads: int = 1
     with tuned() if tuned_here else contextlib.nullcontext():
         for _ in range(WARMUP):
             step()
-        synchronize()
-        f0 = _minor_faults()
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step()
-            synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
-        faults = _minor_faults() - f0
+        faults = timed_steps(step, steps, times)
     print(json.dumps({"impl": impl, **info, "ms_per_step": round(statistics.median(times), 2),
                       "steps": steps, "malloc": "tuned" if tuned_here else "default",
                       "page_faults_per_step": round(faults / steps, 1),

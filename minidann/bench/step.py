@@ -73,6 +73,12 @@ def run_block(step, n: int, times: list[float]) -> int:
     """
     time.sleep(PAUSE_S)
     step()
+    return timed_steps(step, n, times)
+
+
+def timed_steps(step, n: int, times: list[float]) -> int:
+    """Run ``step()`` n times, appending each wall time in ms to ``times`` (waiting for a GPU after each);
+    return the minor page faults meanwhile."""
     synchronize()
     f0 = _minor_faults()
     for _ in range(n):
