@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import functions as reference_ops
 from ..core import Tensor
-from ..gradcheck import away_from_zero, check_backward
+from ..gradcheck import away_from_zero, check_backward, shuffled_linspace
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ def _x(shape):
     return lambda r: [r.standard_normal(shape)]
 
 
+# a convolution sums hundreds of products: its finite differences round at about 1e-8 (as in the gradcheck table)
+_CONV_TOL = {"rtol": 1e-5, "atol": 1e-7}
+
 TASKS: tuple[Task, ...] = (
     Task("linear", "basic.py", "Linear.backward", 3, (
         Case("linear", lambda r: [r.standard_normal((4, 5)), r.standard_normal((5, 3)), r.standard_normal(3)]),
@@ -108,6 +111,18 @@ TASKS: tuple[Task, ...] = (
         Case("grad_reverse", _x((3, 4)), {"lambd": -1.0}),
         Case("grad_reverse", _x((3, 4)), {"lambd": 0.7}, gradcheck=False),
         Case("grad_reverse", _x((2, 5)), {"lambd": 0.0}, gradcheck=False),
+    )),
+    # conv2d through im2col, one product and col2im: every stride and padding route of the reference op
+    Task("conv2d", "conv.py", "Conv2d.backward", 4, (
+        Case("conv2d", lambda r: [r.standard_normal((2, 3, 7, 7)), r.standard_normal((4, 3, 3, 3)),
+                                  r.standard_normal(4)], {"stride": 1, "pad": 1}, tol=_CONV_TOL),
+        Case("conv2d", lambda r: [r.standard_normal((2, 2, 9, 6)), r.standard_normal((3, 2, 3, 3))],
+             {"stride": 2, "pad": 2}, tol=_CONV_TOL),  # no bias: two inputs
+    )),
+    # max-pool: inputs without ties (a shuffled linspace), tiled and overlapping windows
+    Task("max_pool2d", "pool.py", "MaxPool2d.backward", 3, (
+        Case("max_pool2d", lambda r: [shuffled_linspace(r, (2, 3, 6, 4))], {"kernel": 2, "stride": 2}),
+        Case("max_pool2d", lambda r: [shuffled_linspace(r, (1, 2, 7, 5))], {"kernel": 3, "stride": 2}),
     )),
 )
 

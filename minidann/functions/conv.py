@@ -133,6 +133,7 @@ class Conv2d(Function):
         return Y.reshape(N, OH, OW, OC).transpose(0, 3, 1, 2)      # y[n, oc, oh, ow] = Y[(n, oh, ow), oc]
 
     def backward(self, gy):
+        # BEGIN SOLUTION conv2d
         (N, OC, OH, OW), (_, C, KH, KW) = gy.shape, self.W_shape
         gY = gy.transpose(0, 2, 3, 1).reshape(N * OH * OW, OC)     # gY[(n, oh, ow), oc] = gy[n, oc, oh, ow]
         gW = gb = gx = None
@@ -145,6 +146,7 @@ class Conv2d(Function):
             gcol = (gY @ self.W_mat.T).reshape(N, OH, OW, KH, KW, C)  # gcol = gY W_mat^T
             gx = col2im(gcol, self.x_shape, self.SH, self.SW, self.PH, self.PW)  # gx = col2im(gcol)
         return (gx, gW) if len(self.needs_grad) == 2 else (gx, gW, gb)
+        # END SOLUTION conv2d
 
 
 def conv2d(x, W, b=None, stride=1, pad=0) -> Tensor:

@@ -57,12 +57,14 @@ class MaxPool2d(Function):
         return xp.take_along_axis(col, self.winner[..., None], axis=-1)[..., 0]  # y = col[..., k*]
 
     def backward(self, gy):
+        # BEGIN SOLUTION max_pool2d
         xp = get_array_module(gy)
         N, C, H, W = self.x_shape
         OH, OW = gy.shape[2:]
         gcol = (self.winner[..., None] == xp.arange(self.KH * self.KW)) * gy[..., None]  # gy where k == k*, else 0
         gcol = gcol.reshape(N * C, OH, OW, self.KH, self.KW, 1)
         return col2im(gcol, (N * C, 1, H, W), self.SH, self.SW).reshape(N, C, H, W)  # gx = col2im(gcol)
+        # END SOLUTION max_pool2d
 
 
 def max_pool2d(x, kernel=2, stride=2) -> Tensor:
