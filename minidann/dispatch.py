@@ -72,3 +72,12 @@ def max_pool2d(x, kernel=2, stride=2) -> Tensor:
 
         return pool.max_pool2d(x, kernel, stride)
     return F.max_pool2d(x, kernel, stride)
+
+
+def relu(x) -> Tensor:
+    """:func:`minidann.functions.relu` on the active layer: max(x, 0) elementwise, any shape."""
+    if _active == "fast":
+        from .fast import activation
+
+        return activation.relu(x)
+    return F.relu(x)

@@ -165,10 +165,10 @@ class MaxPool2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0), any shape."""
+    """max(x, 0), any shape (on the active layer of ops, see :mod:`minidann.dispatch`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+        return dispatch.relu(x)
 
 
 class Flatten(Module):

@@ -653,11 +653,76 @@ def fuse(*args, **kwargs):
 
 class _NoCudaC:
     def __init__(self, *args, **kwargs):
-        raise NotImplementedError("the CuPy stand-in cannot compile CUDA C (ElementwiseKernel, ReductionKernel, "
-                                  "RawKernel): give the kernel a NumPy twin and test it where a GPU exists")
+        raise NotImplementedError("the CuPy stand-in cannot compile CUDA C (ReductionKernel, RawKernel, "
+                                  "RawModule): give the kernel a NumPy twin and test it where a GPU exists")
 
 
-ElementwiseKernel = ReductionKernel = RawKernel = RawModule = _NoCudaC
+ReductionKernel = RawKernel = RawModule = _NoCudaC
+
+
+def _params(spec: str) -> list[tuple[bool, str, str]]:
+    """CuPy's parameter list, "raw T x, int32 K" -> [(raw, type, name), ...]."""
+    out = []
+    for part in spec.split(","):
+        words = part.split()
+        raw = words[0] == "raw"
+        if len(words) != 2 + raw:
+            raise ValueError(f"ElementwiseKernel: cannot read the parameter {part.strip()!r}")
+        out.append((raw, words[-2], words[-1]))
+    return out
+
+
+class ElementwiseKernel:
+    """``cupy.ElementwiseKernel`` for the fused ops of minidann.fast.fused: the stand-in cannot run CUDA C, so a
+    call runs the op's NumPy twin (found by the kernel's name) as one launch.
+
+    As strict as CuPy about its arguments: one per parameter; arrays on the device; the arrays of one type
+    placeholder (T, I) of one dtype; an array of a named dtype (uint8, ...) of that dtype; the non-raw arrays of
+    one shape (the loop runs over it). Outputs must be given (minidann always passes them).
+    """
+
+    def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
+        from minidann.fast.fused import FUSED
+
+        if name not in FUSED:
+            raise NotImplementedError(f"the CuPy stand-in cannot compile CUDA C: kernel {name!r} has no NumPy "
+                                      "twin in minidann.fast.fused")
+        self.params = _params(in_params) + _params(out_params)
+        self.n_in, self.name, self.twin = len(_params(in_params)), name, FUSED[name].twin
+
+    def __call__(self, *args):
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name}: expected {len(self.params)} arguments (outputs included), got {len(args)}")
+        placeholders, shapes = {}, set()
+        for (raw, typ, pname), a in zip(self.params, args, strict=True):
+            if isinstance(a, np.ndarray):
+                raise TypeError(f"Unsupported type {type(a)} for {self.name} argument {pname}")
+            if isinstance(a, ndarray):
+                dtype = a.dtype
+                if not raw:
+                    shapes.add(a.shape)
+            elif isinstance(a, (np.generic, int, float, bool)):
+                dtype = a.dtype if isinstance(a, np.generic) else None
+            else:
+                raise TypeError(f"Unsupported type {type(a)} for {self.name} argument {pname}")
+            if len(typ) == 1:  # a type placeholder
+                if dtype is None:  # (CuPy would give a Python number a dtype of its own: float64, int64)
+                    raise TypeError(f"{self.name}: pass {pname} as a NumPy scalar of {typ}'s dtype, not a Python "
+                                    f"{type(a).__name__}")
+                if placeholders.setdefault(typ, dtype) != dtype:
+                    raise TypeError(f"{self.name}: argument {pname} is {dtype}, but {typ} is already "
+                                    f"{placeholders[typ]}")
+            elif dtype is not None and isinstance(a, ndarray) and dtype != np.dtype(typ):
+                raise TypeError(f"{self.name}: argument {pname} must be {typ}, got {dtype}")
+        if len(shapes) > 1:
+            raise ValueError(f"{self.name}: the non-raw arrays differ in shape: {sorted(shapes)}")
+        for (_, _, pname), a in zip(self.params[self.n_in:], args[self.n_in:], strict=True):
+            if not isinstance(a, ndarray):
+                raise TypeError(f"{self.name}: output {pname} must be a device array")
+        with counters.one_launch(self.name):
+            self.twin(*[_unwrap(a) for a in args])
+        outputs = args[self.n_in:]
+        return outputs[0] if len(outputs) == 1 else outputs
 
 
 class _StrideTricks:

@@ -6,10 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import DEVICES
 
 import minidann
 import minidann.functions as F
 from minidann import dispatch
+from minidann.backend import to_device, to_numpy
 from minidann.core import Tensor, no_grad
 from minidann.fast import conv as fast_conv
 from minidann.fast import pool as fast_pool
@@ -161,7 +163,8 @@ def test_every_route_name_has_an_equality_case():
         for part, name in _expected_routes(case, device).items():
             covered[part].add(name)
     assert covered == possible, f"routes without an equality case: {possible} vs {covered}"
-    pool_covered = {part: {fast_pool.routes(k, s)[part] for _, k, s in POOL_CASES} for part in fast_pool.ROUTES}
+    pool_covered = {part: {fast_pool.routes(k, s, device)[part] for _, k, s in POOL_CASES for device in ("cpu", "gpu")}
+                    for part in fast_pool.ROUTES}
     assert pool_covered == {part: set(names) for part, names in fast_pool.ROUTES.items()}
 
 
@@ -191,27 +194,41 @@ def _pool_inputs(shape, kind, rng):
     return np.zeros(shape)  # as after a ReLU: every window one big tie
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["C", "channels-last"])
 @pytest.mark.parametrize("kind", ["distinct", "ties", "zeros"])
 @pytest.mark.parametrize("shape,k,s", POOL_CASES, ids=str)
-def test_fast_max_pool_equals_reference(shape, k, s, kind, layout):
+def test_fast_max_pool_equals_reference(shape, k, s, kind, layout, device):
     rng = np.random.default_rng(0)
     x = _pool_inputs(shape, kind, rng)
+    gy = np.random.default_rng(1).standard_normal((shape[0], shape[1], (shape[2] - k) // s + 1,
+                                                   (shape[3] - k) // s + 1))
     if layout == "channels-last":  # as conv2d hands it over: an (N, C, H, W) view of (N, H, W, C) memory
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        gy = np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     results = []
-    for max_pool2d in (F.max_pool2d, fast_pool.max_pool2d):
-        xt = Tensor(x, requires_grad=True)
+    for max_pool2d, dev in ((F.max_pool2d, "cpu"), (fast_pool.max_pool2d, device)):
+        xt = Tensor(_on(x, dev), requires_grad=True)
         y = max_pool2d(xt, k, s)
-        gy = np.random.default_rng(1).standard_normal(y.shape)
-        if layout == "channels-last":
-            gy = np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        y.backward(gy)
-        results.append((y.data, xt.grad))
+        y.backward(_on(gy, dev))
+        results.append((to_numpy(y.data), to_numpy(xt.grad)))
+        if max_pool2d is fast_pool.max_pool2d and layout == "channels-last" and \
+                fast_pool.routes(k, s, device)["forward"] != "im2col":
+            # the fast routes write gx in x's memory order: the conv below then gets a channels-last gradient
+            assert xt.grad.transpose(0, 2, 3, 1).flags.c_contiguous
     for got, want in zip(results[1], results[0], strict=True):
         np.testing.assert_array_equal(got, want)
-    assert type(y.creator) is (fast_pool.MaxPool2d if fast_pool.routes(k, s)["forward"] == "tiled"
-                               else F.pool.MaxPool2d)
+    assert type(y.creator) is (F.pool.MaxPool2d if fast_pool.routes(k, s, device)["forward"] == "im2col"
+                               else fast_pool.MaxPool2d)
+
+
+def _on(a, device):
+    """a on ``device``, in a's memory order (a channels-last view stays one)."""
+    if device == "cpu":
+        return a
+    if a.flags.c_contiguous:
+        return to_device(a, device)
+    return to_device(np.ascontiguousarray(a.transpose(0, 2, 3, 1)), device).transpose(0, 3, 1, 2)
 
 
 def test_fast_max_pool_gradient_keeps_the_memory_order_of_x():

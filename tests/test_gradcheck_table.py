@@ -47,8 +47,9 @@ def test_conv_cases_cover_every_route_of_the_fast_layer():
     small_last = {conv.routes(*c)["forward"] for c in convs if c[0][0] > 4 and c[0][0] % 4}
     assert small_last == set(conv.ROUTES["forward"]) - {"im2col-batch"}, "a smaller last chunk on each route"
     assert (3, 5) in {(x[1], W[3]) for x, W, s, p in convs if s == 1}, "DANN's first layer, C = 3, K = 5"
-    pools = {pool.routes(*c.pool)["forward"] for c in cases.ALL_CASES if c.pool is not None}
-    assert pools == set(pool.ROUTES["forward"]), "tiled and overlapping max-pool"
+    pools = {pool.routes(*c.pool, device=d)["forward"] for c in cases.ALL_CASES if c.pool is not None
+             for d in ("cpu", "gpu")}
+    assert pools == set(pool.ROUTES["forward"]), "tiled (CPU), fused (GPU) and overlapping max-pool"
 
 
 def test_table_covers_every_public_function_and_layer():

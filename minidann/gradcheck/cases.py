@@ -98,7 +98,7 @@ FUNCTION_CASES: list[Case] = [
          lambda r: [r.standard_normal((2, 3)), r.standard_normal((3, 3))]),
     Case("sum", "(3,4) -> ()", F.sum, lambda r: [r.standard_normal((3, 4))]),
     Case("mean", "(3,4) -> ()", F.mean, lambda r: [r.standard_normal((3, 4))]),
-    Case("relu", "(4,5)", F.relu, lambda r: [away_from_zero(r, (4, 5))]),
+    Case("relu", "(4,5)", dispatch.relu, lambda r: [away_from_zero(r, (4, 5))]),
     Case("sigmoid", "(4,5)", F.sigmoid, lambda r: [r.standard_normal((4, 5))]),
     Case("linear", "x(4,5) W(5,3) b(3)", F.linear,
          lambda r: [r.standard_normal((4, 5)), r.standard_normal((5, 3)), r.standard_normal(3)]),
@@ -175,7 +175,7 @@ def route(case: Case, kernels: str, device: str = "cpu") -> str:
         r = conv.routes(*case.conv, device=device)
         return f"{r['forward']} / {r['input_grad']} / {r['weight_grad']}"
     if case.pool is not None:
-        r = pool.routes(*case.pool)
+        r = pool.routes(*case.pool, device=device)
         return f"{r['forward']} / {r['input_grad']}"
     return "-"
 
