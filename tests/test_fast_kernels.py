@@ -111,6 +111,56 @@ def test_gpu_routes_equal_reference(case, gpu_routes):
         _assert_close_tight(got, want)
 
 
+# Which of x, W, b need a gradient (None: no bias): every branch of backward, and the forward with and without b
+NEEDS = {"all": (True, True, True), "no-bias": (True, True, None), "W-frozen": (True, False, True),
+         "x-frozen": (False, True, True), "b-only": (False, False, True)}
+
+
+@pytest.mark.parametrize("needs", list(NEEDS))
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_fast_conv_equals_reference_with_or_without_bias_and_each_gradient(case, device, needs, monkeypatch):
+    if device == "gpu":
+        monkeypatch.setattr(fast_conv, "_cpu_routes", lambda xp: False)  # as the gpu_routes fixture does
+    x, W, b, _ = _conv_inputs(case, np.float64)
+    s, p = CONV_CASES[case][-2:]
+    arrays, flags = zip(*[(a, r) for a, r in zip((x, W, b), NEEDS[needs], strict=True) if r is not None],
+                        strict=True)
+    gy = np.random.default_rng(7).standard_normal(F.conv2d(x, W, b, s, p).shape)
+    results = []
+    for Function in (F.conv.Conv2d, fast_conv.Conv2d):
+        f = Function(s, p)
+        inputs = [Tensor(a, requires_grad=r) for a, r in zip(arrays, flags, strict=True)]
+        y = f(*inputs)
+        y.backward(gy)
+        results.append([y.data] + [t.grad for t in inputs])
+    assert f.routes == _expected_routes(case, device, weight_grad=flags[1])
+    for got, want, flag in zip(*results, (True,) + flags, strict=True):
+        if flag:
+            _assert_close_tight(got, want)
+        else:
+            assert got is None and want is None
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", ["dann-conv1", "dann-conv2", "chunks-stride2"])
+def test_a_backward_after_a_forward_without_graph_unfolds_the_columns_again(case, device, monkeypatch):
+    # backward called by hand after a forward under no_grad, which expected no weight gradient and kept no
+    # columns: gW by the device's unfolding route (shifted rows or im2col chunks on a CPU, im2col-batch on a GPU)
+    if device == "gpu":
+        monkeypatch.setattr(fast_conv, "_cpu_routes", lambda xp: False)
+    x, W, b, _ = _conv_inputs(case, np.float64)
+    s, p = CONV_CASES[case][-2:]
+    gy = np.random.default_rng(7).standard_normal(F.conv2d(x, W, b, s, p).shape)
+    ref = _run_conv(F.conv.Conv2d, x, W, b, s, p, gy)
+    with no_grad():
+        f = fast_conv.Conv2d(s, p)
+        _assert_close_tight(f(*(Tensor(a, requires_grad=True) for a in (x, W, b))).data, ref[0])
+    assert f.routes["weight_grad"] is None and f.col is None
+    for got, want in zip(f.backward(gy), ref[1:4], strict=True):
+        _assert_close_tight(got, want)
+
+
 @pytest.mark.parametrize("case", ["dann-conv1", "kept-stride2", "dann-conv2"])
 def test_fast_conv_without_weight_gradient_and_without_graph(case):
     # W frozen (only x needs a gradient), or a forward under no_grad: nothing to keep columns for

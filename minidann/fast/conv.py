@@ -127,12 +127,15 @@ class Conv2d(reference.Conv2d):
                 gW_matT = gy_mat.T @ self.col.reshape(-1, KH * KW * C)
             elif route == "shifted-rows":  # the CPU's stride-1 route: no im2col columns
                 gW_matT = _weight_grad_shifted_rows(self.x_pad, gy_cl, KH, KW)
-            else:
+            elif route == "im2col-chunks":
                 gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
                 for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
                     # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
                     # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
                     gW_matT += gy_mat[i * OH * OW : (i + len(col)) * OH * OW].T @ col.reshape(-1, KH * KW * C)
+            else:  # "im2col-batch": the whole batch is one chunk, so its product is the whole sum
+                [(_, col)] = _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW)
+                gW_matT = gy_mat.T @ col.reshape(-1, KH * KW * C)
             # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
             gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
         if need_x:
@@ -140,9 +143,12 @@ class Conv2d(reference.Conv2d):
                 gx = self._input_grad_flipped(gy_cl)
             else:
                 gx = self._input_grad_col2im(gy_mat, OH, OW)
-        if need_b:
-            # gb[oc] = sum over n, oh, ow of gy, as the product 1^T gy_mat: one BLAS call, several times faster
-            # than NumPy's row-by-row gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1).
+        if need_b and not self.cpu:  # gb[oc] = sum over n, oh, ow of gy: one reduction kernel on a GPU
+            gb = gy_mat.sum(axis=0)
+        elif need_b:
+            # On the CPU, as the product 1^T gy_mat: one BLAS call, several times faster than NumPy's row-by-row
+            # gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1). (A GPU would launch two
+            # kernels for it, the ones and the product.)
             # dot, not @: NumPy's matmul runs a vector-matrix product without releasing the GIL (numpy/numpy#11821),
             # which stalls the other half of a threads=2 step; dot releases it around the BLAS call.
             gb = xp.dot(xp.ones(len(gy_mat), dtype=gy_mat.dtype), gy_mat)
@@ -242,23 +248,26 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, rou
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
     y = xp.empty((N, OH, OW, OC), dtype=x_pad.dtype)
     cols = xp.empty((N, OH, OW, KH, KW, C), dtype=x_pad.dtype) if keep_columns else None
-    b_image = _bias_per_image(b, OH * OW)
+    cpu = _cpu_routes(xp)
+    b_image = _bias_per_image(b, OH * OW) if cpu else None
     for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW, out=cols):
         y_c = y[i : i + len(col)].reshape(-1, OC)
         # y = col W_mat: one GEMM per chunk, written straight into its rows of y
         xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y_c)
-        if b is not None:
+        if b is not None and cpu:
             y_images = y[i : i + len(col)].reshape(len(col), -1)  # (images, OH*OW*OC), a view
             y_images += b_image  # while the chunk is still in cache
+        elif b is not None:
+            y_c += b  # a GPU adds b to every row in one kernel (the tiled b would take a kernel of its own)
     return y, cols
 
 
 def _bias_per_image(b, pixels: int):
-    """(OC,) -> (pixels*OC,), b repeated once per output pixel (None stays None).
+    """(OC,) -> (pixels*OC,), b repeated once per output pixel (None stays None): the CPU's bias.
 
     Adding this to an image's channels-last output, (OH*OW*OC,) values, is the same sum as adding b to each of its
     OH*OW rows, but NumPy then runs one long loop instead of OH*OW loops of OC values: 2.5x faster for DANN's first
-    convolution (0.020 against 0.055 ms per chunk of 4 images).
+    convolution (0.020 against 0.055 ms per chunk of 4 images). A GPU adds b broadcast over the rows instead.
     """
     return None if b is None else get_array_module(b).tile(b, pixels)
 
