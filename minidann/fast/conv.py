@@ -136,8 +136,12 @@ class Conv2d(reference.Conv2d):
             else:  # "im2col-batch": the whole batch is one chunk, so its product is the whole sum
                 [(_, col)] = _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW)
                 gW_matT = gy_mat.T @ col.reshape(-1, KH * KW * C)
-            # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
-            gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
+            # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW), copied contiguous on the CPU. A GPU
+            # hands on the transposed view, as the reference does: CuPy's kernels read it as it is, and the
+            # optimiser copies every gradient into its flat buffer anyway, so a copy here would be a launch more.
+            gW = gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)
+            if self.cpu:
+                gW = xp.ascontiguousarray(gW)
         if need_x:
             if self.routes["input_grad"] == "flipped-kernel":
                 gx = self._input_grad_flipped(gy_cl)
