@@ -6,10 +6,11 @@ training runs); :func:`routes` names them, and tests/test_fast_kernels.py proves
 
     forward      "shifted-rows"    CPU, stride 1: unfold along the width only, one product with all KH kernel
                                    rows side by side, the KH terms of each output row added from shifted views
-                 "kept-columns"    KW*C < KEEP_COLUMNS_BELOW and W needs a gradient: im2col's columns, kept for
-                                   backward (a CPU writes them CPU_CHUNK images at a time)
+                 "kept-columns"    W needs a gradient, on a GPU always, on a CPU when KW*C < KEEP_COLUMNS_BELOW:
+                                   im2col's columns, kept for backward (a CPU writes them CPU_CHUNK images at a
+                                   time, a GPU the whole batch in one product)
                  "im2col-chunks"   CPU, any other stride: im2col and its product CPU_CHUNK images at a time
-                 "im2col-batch"    GPU: im2col of the whole batch, one product
+                 "im2col-batch"    GPU, W needs no gradient: im2col of the whole batch, one product
     input_grad   "flipped-kernel"  stride 1 with PH < KH and PW < KW: gy, padded, convolved with the kernel turned
                                    by 180 degrees (by the forward's stride-1 route of the device: shifted rows on
                                    a CPU, im2col-batch on a GPU)
@@ -17,7 +18,9 @@ training runs); :func:`routes` names them, and tests/test_fast_kernels.py proves
     weight_grad  "kept-columns"    one product gY^T col over the kept columns
                  "shifted-rows"    CPU, stride 1: gY^T times the width-unfolded rows, one product per kernel row
                  "im2col-chunks"   CPU, any other stride: the columns unfolded again, CPU_CHUNK images at a time
-                 "im2col-batch"    GPU: the columns of the whole batch unfolded again, one product
+
+(A backward called after a forward that expected no weight gradient, for which routes() says None, computes gW
+all the same, unfolding the columns again: shifted rows or im2col chunks on a CPU, the whole batch on a GPU.)
 
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
@@ -40,17 +43,19 @@ from ..functions.conv import _pair, col2im, pad_channels_last
 # whole batch in one product (fewer, larger kernel launches).
 CPU_CHUNK = 4  # measured best of 2, 3, 4, 6, 8, 16 at the DANN shapes on a 2-core machine
 
-# Backward needs the columns again for gW. Re-unfolding them from x_pad usually costs less than keeping them (KH*KW
-# times the size of the input) and fetching them back from memory, except when the unfold copies runs of KW*C
-# values shorter than a 64-byte cache line of float32 (conv1 of DANN: 5 * 3 values), which is slow per byte. The
-# threshold counts values, not bytes, so that float64 takes the same route as float32.
+# Backward needs the columns again for gW. On the CPU re-unfolding them from x_pad usually costs less than keeping
+# them (KH*KW times the size of the input) and fetching them back from memory, except when the unfold copies runs
+# of KW*C values shorter than a 64-byte cache line of float32 (conv1 of DANN: 5 * 3 values), which is slow per
+# byte. The threshold counts values, not bytes, so that float64 takes the same route as float32. A GPU keeps them
+# whenever W needs a gradient: its forward writes the whole batch's columns anyway, so keeping them only holds that
+# memory until backward (as the reference layer does), and saves backward a kernel and a pass over the columns.
 KEEP_COLUMNS_BELOW = 16
 
 #: Every route name :func:`routes` can give, per part of the convolution.
 ROUTES = {
     "forward": ("shifted-rows", "kept-columns", "im2col-chunks", "im2col-batch"),
     "input_grad": ("flipped-kernel", "col2im"),
-    "weight_grad": ("shifted-rows", "kept-columns", "im2col-chunks", "im2col-batch"),
+    "weight_grad": ("shifted-rows", "kept-columns", "im2col-chunks"),
 }
 
 
@@ -74,7 +79,7 @@ def routes(x_shape, W_shape, stride=1, pad=0, device: str = "cpu", weight_grad: 
 def _choose_routes(C, KH, KW, SH, SW, PH, PW, cpu: bool, weight_grad: bool) -> dict[str, str | None]:
     """The one place the routes are chosen: Conv2d follows it, :func:`routes` reports it."""
     stride_1 = (SH, SW) == (1, 1)
-    keep = KW * C < KEEP_COLUMNS_BELOW and weight_grad
+    keep = weight_grad and (not cpu or KW * C < KEEP_COLUMNS_BELOW)
     unfold = "kept-columns" if keep else "shifted-rows" if cpu and stride_1 else _unfold_route(cpu)
     return {"forward": unfold,
             "input_grad": "flipped-kernel" if stride_1 and PH < KH and PW < KW else "col2im",
@@ -185,7 +190,7 @@ class Conv2d(reference.Conv2d):
         OC, _, KH, KW = self.W.shape
         W_flip_mat = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * OC, C)  # [(kh, kw, oc), c]
         gy_pad = _zero_pad_hw(gy_cl, KH - 1 - self.PH, KW - 1 - self.PW)
-        route = "shifted-rows" if self.cpu else "im2col-batch"  # the device's stride-1 forward route
+        route = "shifted-rows" if self.cpu else "im2col-batch"  # the device's stride-1 route, no columns kept
         gx, _ = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1, route, PH=KH - 1 - self.PH)  # (N, H, W, C)
         return gx.transpose(0, 3, 1, 2)
 
