@@ -113,6 +113,57 @@ def test_gpu_routes_equal_reference(case, gpu_routes):
         _assert_close_tight(got, want)
 
 
+# Which of x, W, b need a gradient (None: no bias): every branch of backward, and the forward with and without b
+NEEDS = {"all": (True, True, True), "no-bias": (True, True, None), "W-frozen": (True, False, True),
+         "x-frozen": (False, True, True), "b-only": (False, False, True)}
+
+
+@pytest.mark.parametrize("needs", list(NEEDS))
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_fast_conv_equals_reference_with_or_without_bias_and_each_gradient(case, device, needs, monkeypatch):
+    if device == "gpu":
+        monkeypatch.setattr(fast_conv, "_cpu_routes", lambda xp: False)  # as the gpu_routes fixture does
+    x, W, b, _ = _conv_inputs(case, np.float64)
+    s, p = CONV_CASES[case][-2:]
+    arrays, flags = zip(*[(a, r) for a, r in zip((x, W, b), NEEDS[needs], strict=True) if r is not None],
+                        strict=True)
+    gy = np.random.default_rng(7).standard_normal(F.conv2d(x, W, b, s, p).shape)
+    results = []
+    for Function in (F.conv.Conv2d, fast_conv.Conv2d):
+        f = Function(s, p)
+        inputs = [Tensor(a, requires_grad=r) for a, r in zip(arrays, flags, strict=True)]
+        y = f(*inputs)
+        y.backward(gy)
+        results.append([y.data] + [t.grad for t in inputs])
+    assert f.routes == _expected_routes(case, device, weight_grad=flags[1])
+    assert (f.col is not None) == (f.routes["forward"] == "kept-columns")
+    for got, want, flag in zip(*results, (True,) + flags, strict=True):
+        if flag:
+            _assert_close_tight(got, want)
+        else:
+            assert got is None and want is None
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", ["dann-conv1", "dann-conv2", "chunks-stride2"])
+def test_a_backward_after_a_forward_without_graph_unfolds_the_columns_again(case, device, monkeypatch):
+    # backward called by hand after a forward under no_grad, which expected no weight gradient and kept no
+    # columns: gW by the device's unfolding route (shifted rows or im2col chunks on a CPU, im2col-batch on a GPU)
+    if device == "gpu":
+        monkeypatch.setattr(fast_conv, "_cpu_routes", lambda xp: False)
+    x, W, b, _ = _conv_inputs(case, np.float64)
+    s, p = CONV_CASES[case][-2:]
+    gy = np.random.default_rng(7).standard_normal(F.conv2d(x, W, b, s, p).shape)
+    ref = _run_conv(F.conv.Conv2d, x, W, b, s, p, gy)
+    with no_grad():
+        f = fast_conv.Conv2d(s, p)
+        _assert_close_tight(f(*(Tensor(a, requires_grad=True) for a in (x, W, b))).data, ref[0])
+    assert f.routes["weight_grad"] is None and f.col is None
+    for got, want in zip(f.backward(gy), ref[1:4], strict=True):
+        _assert_close_tight(got, want)
+
+
 @pytest.mark.parametrize("case", ["dann-conv1", "kept-stride2", "dann-conv2"])
 def test_fast_conv_without_weight_gradient_and_without_graph(case):
     # W frozen (only x needs a gradient), or a forward under no_grad: nothing to keep columns for
@@ -157,11 +208,14 @@ def test_every_route_name_has_an_equality_case():
             if name is not None:
                 possible[part].add(name)
     assert possible == {part: set(names) for part, names in fast_conv.ROUTES.items()}
-    # ... is taken by at least one case of the equality tests above (which check that routes() is what ran)
+    # ... is taken by at least one case of the equality tests above (which check that routes() is what ran); the
+    # GPU cases run with and without a weight gradient (NEEDS)
     covered = {part: set() for part in fast_conv.ROUTES}
-    for case, device in [(c, "cpu") for c in CONV_CASES] + [(c, "gpu") for c in GPU_CASES]:
-        for part, name in _expected_routes(case, device).items():
-            covered[part].add(name)
+    runs = [(c, "cpu", True) for c in CONV_CASES] + list(itertools.product(GPU_CASES, ["gpu"], [True, False]))
+    for case, device, weight_grad in runs:
+        for part, name in _expected_routes(case, device, weight_grad).items():
+            if name is not None:
+                covered[part].add(name)
     assert covered == possible, f"routes without an equality case: {possible} vs {covered}"
     pool_covered = {part: {fast_pool.routes(k, s, device)[part] for _, k, s in POOL_CASES for device in ("cpu", "gpu")}
                     for part in fast_pool.ROUTES}
@@ -247,14 +301,16 @@ def test_fast_max_pool_refuses_overlapping_windows_with_a_pointer_to_max_pool2d(
 # ---------------------------------------------------------------------------------------------------------------
 # the float64 gradient check of every route, fast and reference, with a random upstream gradient
 
-# small shapes with the routes of the cases above: (N, C, H, W, OC, KH, KW, stride, pad)
+# small shapes with the routes of the cases above: (N, C, H, W, OC, KH, KW, stride, pad); "gpu:" the GPU's routes,
+# "W frozen" a check of x's and b's gradients only, W a constant
 GRADCHECK_CONV = {
     "kept-columns+flipped-kernel": (2, 3, 6, 5, 2, 3, 3, 1, 1),
     "shifted-rows+flipped-kernel": (5, 6, 5, 4, 2, 3, 3, 1, 1),  # 5 images: chunks of 4 and 1
     "shifted-rows+col2im": (1, 8, 3, 4, 2, 2, 2, 1, 2),
     "kept-columns+col2im": (2, 2, 7, 6, 2, 3, 3, 2, 1),
     "im2col-chunks+col2im": (5, 6, 7, 6, 2, 3, 3, 2, 0),
-    "im2col-batch+flipped-kernel": (2, 6, 5, 4, 2, 3, 3, 1, 1),
+    "gpu:kept-columns+flipped-kernel": (2, 6, 5, 4, 2, 3, 3, 1, 1),
+    "gpu:im2col-batch+flipped-kernel, W frozen": (2, 6, 5, 4, 2, 3, 3, 1, 1),
 }
 
 
@@ -262,15 +318,20 @@ GRADCHECK_CONV = {
 @pytest.mark.parametrize("name", list(GRADCHECK_CONV))
 def test_every_conv_route_passes_gradcheck(name, layer, monkeypatch):
     N, C, H, W, OC, KH, KW, s, p = GRADCHECK_CONV[name]
-    device = "gpu" if "batch" in name else "cpu"
+    device = "gpu" if name.startswith("gpu:") else "cpu"
+    frozen = name.endswith("W frozen")
     if device == "gpu":
         monkeypatch.setattr(fast_conv, "_cpu_routes", lambda xp: False)
-    r = fast_conv.routes((N, C, H, W), (OC, C, KH, KW), s, p, device)
-    assert f"{r['forward']}+{r['input_grad']}" == name and r["weight_grad"] == r["forward"]
+    r = fast_conv.routes((N, C, H, W), (OC, C, KH, KW), s, p, device, weight_grad=not frozen)
+    assert f"{r['forward']}+{r['input_grad']}" == name.removeprefix("gpu:").removesuffix(", W frozen")
+    assert r["weight_grad"] == (None if frozen else r["forward"])
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, C, KH, KW)), rng.standard_normal(OC)]
+    x, Wt, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, C, KH, KW)), rng.standard_normal(OC)
     with minidann.kernels(layer):
-        assert check_backward(lambda x, W, b: dispatch.conv2d(x, W, b, s, p), inputs, seed=1) < 1e-6
+        if frozen:
+            assert check_backward(lambda x, b: dispatch.conv2d(x, Wt, b, s, p), [x, b], seed=1) < 1e-6
+        else:
+            assert check_backward(lambda x, W, b: dispatch.conv2d(x, W, b, s, p), [x, Wt, b], seed=1) < 1e-6
 
 
 @pytest.mark.parametrize("layer", minidann.KERNELS)

@@ -6,10 +6,11 @@ training runs); :func:`routes` names them, and tests/test_fast_kernels.py proves
 
     forward      "shifted-rows"    CPU, stride 1: unfold along the width only, one product with all KH kernel
                                    rows side by side, the KH terms of each output row added from shifted views
-                 "kept-columns"    KW*C < KEEP_COLUMNS_BELOW and W needs a gradient: im2col's columns, kept for
-                                   backward (a CPU writes them CPU_CHUNK images at a time)
+                 "kept-columns"    W needs a gradient, on a GPU always, on a CPU when KW*C < KEEP_COLUMNS_BELOW:
+                                   im2col's columns, kept for backward (a CPU writes them CPU_CHUNK images at a
+                                   time, a GPU the whole batch in one product)
                  "im2col-chunks"   CPU, any other stride: im2col and its product CPU_CHUNK images at a time
-                 "im2col-batch"    GPU: im2col of the whole batch, one product
+                 "im2col-batch"    GPU, W needs no gradient: im2col of the whole batch, one product
     input_grad   "flipped-kernel"  stride 1 with PH < KH and PW < KW: gy, padded, convolved with the kernel turned
                                    by 180 degrees (by the forward's stride-1 route of the device: shifted rows on
                                    a CPU, im2col-batch on a GPU)
@@ -17,7 +18,9 @@ training runs); :func:`routes` names them, and tests/test_fast_kernels.py proves
     weight_grad  "kept-columns"    one product gY^T col over the kept columns
                  "shifted-rows"    CPU, stride 1: gY^T times the width-unfolded rows, one product per kernel row
                  "im2col-chunks"   CPU, any other stride: the columns unfolded again, CPU_CHUNK images at a time
-                 "im2col-batch"    GPU: the columns of the whole batch unfolded again, one product
+
+(A backward called after a forward that expected no weight gradient, for which routes() says None, computes gW
+all the same, unfolding the columns again: shifted rows or im2col chunks on a CPU, the whole batch on a GPU.)
 
 Why channels last inside: with C innermost, the KW x C entries of one kernel row are contiguous in memory
 both in the padded input and in ``col``, so im2col moves long contiguous runs instead of single floats. The
@@ -40,17 +43,19 @@ from ..functions.conv import _pair, col2im, pad_channels_last
 # whole batch in one product (fewer, larger kernel launches).
 CPU_CHUNK = 4  # measured best of 2, 3, 4, 6, 8, 16 at the DANN shapes on a 2-core machine
 
-# Backward needs the columns again for gW. Re-unfolding them from x_pad usually costs less than keeping them (KH*KW
-# times the size of the input) and fetching them back from memory, except when the unfold copies runs of KW*C
-# values shorter than a 64-byte cache line of float32 (conv1 of DANN: 5 * 3 values), which is slow per byte. The
-# threshold counts values, not bytes, so that float64 takes the same route as float32.
+# Backward needs the columns again for gW. On the CPU re-unfolding them from x_pad usually costs less than keeping
+# them (KH*KW times the size of the input) and fetching them back from memory, except when the unfold copies runs
+# of KW*C values shorter than a 64-byte cache line of float32 (conv1 of DANN: 5 * 3 values), which is slow per
+# byte. The threshold counts values, not bytes, so that float64 takes the same route as float32. A GPU keeps them
+# whenever W needs a gradient: its forward writes the whole batch's columns anyway, so keeping them only holds that
+# memory until backward (as the reference layer does), and saves backward a kernel and a pass over the columns.
 KEEP_COLUMNS_BELOW = 16
 
 #: Every route name :func:`routes` can give, per part of the convolution.
 ROUTES = {
     "forward": ("shifted-rows", "kept-columns", "im2col-chunks", "im2col-batch"),
     "input_grad": ("flipped-kernel", "col2im"),
-    "weight_grad": ("shifted-rows", "kept-columns", "im2col-chunks", "im2col-batch"),
+    "weight_grad": ("shifted-rows", "kept-columns", "im2col-chunks"),
 }
 
 
@@ -74,7 +79,7 @@ def routes(x_shape, W_shape, stride=1, pad=0, device: str = "cpu", weight_grad: 
 def _choose_routes(C, KH, KW, SH, SW, PH, PW, cpu: bool, weight_grad: bool) -> dict[str, str | None]:
     """The one place the routes are chosen: Conv2d follows it, :func:`routes` reports it."""
     stride_1 = (SH, SW) == (1, 1)
-    keep = KW * C < KEEP_COLUMNS_BELOW and weight_grad
+    keep = weight_grad and (not cpu or KW * C < KEEP_COLUMNS_BELOW)
     unfold = "kept-columns" if keep else "shifted-rows" if cpu and stride_1 else _unfold_route(cpu)
     return {"forward": unfold,
             "input_grad": "flipped-kernel" if stride_1 and PH < KH and PW < KW else "col2im",
@@ -127,22 +132,32 @@ class Conv2d(reference.Conv2d):
                 gW_matT = gy_mat.T @ self.col.reshape(-1, KH * KW * C)
             elif route == "shifted-rows":  # the CPU's stride-1 route: no im2col columns
                 gW_matT = _weight_grad_shifted_rows(self.x_pad, gy_cl, KH, KW)
-            else:
+            elif route == "im2col-chunks":
                 gW_matT = xp.zeros((OC, KH * KW * C), dtype=gy.dtype)
                 for i, col in _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW):
                     # gW_mat = col^T gy, summed over the chunks; computed transposed, (gy^T col), which BLAS runs
                     # faster for these shapes (the long N*OH*OW axis is the contracted one either way)
                     gW_matT += gy_mat[i * OH * OW : (i + len(col)) * OH * OW].T @ col.reshape(-1, KH * KW * C)
-            # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW)
-            gW = xp.ascontiguousarray(gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
+            else:  # "im2col-batch": the whole batch is one chunk, so its product is the whole sum
+                [(_, col)] = _chunks(self.x_pad, OH, OW, KH, KW, self.SH, self.SW)
+                gW_matT = gy_mat.T @ col.reshape(-1, KH * KW * C)
+            # gW_mat^T[oc, (kh, kw, c)] back to W's layout (OC, C, KH, KW), copied contiguous on the CPU. A GPU
+            # hands on the transposed view, as the reference does: CuPy's kernels read it as it is, and the
+            # optimiser copies every gradient into its flat buffer anyway, so a copy here would be a launch more.
+            gW = gW_matT.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)
+            if self.cpu:
+                gW = xp.ascontiguousarray(gW)
         if need_x:
             if self.routes["input_grad"] == "flipped-kernel":
                 gx = self._input_grad_flipped(gy_cl)
             else:
                 gx = self._input_grad_col2im(gy_mat, OH, OW)
-        if need_b:
-            # gb[oc] = sum over n, oh, ow of gy, as the product 1^T gy_mat: one BLAS call, several times faster
-            # than NumPy's row-by-row gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1).
+        if need_b and not self.cpu:  # gb[oc] = sum over n, oh, ow of gy: one reduction kernel on a GPU
+            gb = gy_mat.sum(axis=0)
+        elif need_b:
+            # On the CPU, as the product 1^T gy_mat: one BLAS call, several times faster than NumPy's row-by-row
+            # gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1). (A GPU would launch two
+            # kernels for it, the ones and the product.)
             # dot, not @: NumPy's matmul runs a vector-matrix product without releasing the GIL (numpy/numpy#11821),
             # which stalls the other half of a threads=2 step; dot releases it around the BLAS call.
             gb = xp.dot(xp.ones(len(gy_mat), dtype=gy_mat.dtype), gy_mat)
@@ -175,7 +190,7 @@ class Conv2d(reference.Conv2d):
         OC, _, KH, KW = self.W.shape
         W_flip_mat = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * OC, C)  # [(kh, kw, oc), c]
         gy_pad = _zero_pad_hw(gy_cl, KH - 1 - self.PH, KW - 1 - self.PW)
-        route = "shifted-rows" if self.cpu else "im2col-batch"  # the device's stride-1 forward route
+        route = "shifted-rows" if self.cpu else "im2col-batch"  # the device's stride-1 route, no columns kept
         gx, _ = _conv_channels_last(gy_pad, W_flip_mat, None, KH, KW, 1, 1, route, PH=KH - 1 - self.PH)  # (N, H, W, C)
         return gx.transpose(0, 3, 1, 2)
 
@@ -242,23 +257,26 @@ def _conv_channels_last(x_pad, W_mat, b, KH: int, KW: int, SH: int, SW: int, rou
     OH, OW = (HP - KH) // SH + 1, (WP - KW) // SW + 1
     y = xp.empty((N, OH, OW, OC), dtype=x_pad.dtype)
     cols = xp.empty((N, OH, OW, KH, KW, C), dtype=x_pad.dtype) if keep_columns else None
-    b_image = _bias_per_image(b, OH * OW)
+    cpu = _cpu_routes(xp)
+    b_image = _bias_per_image(b, OH * OW) if cpu else None
     for i, col in _chunks(x_pad, OH, OW, KH, KW, SH, SW, out=cols):
         y_c = y[i : i + len(col)].reshape(-1, OC)
         # y = col W_mat: one GEMM per chunk, written straight into its rows of y
         xp.matmul(col.reshape(-1, KH * KW * C), W_mat, out=y_c)
-        if b is not None:
+        if b is not None and cpu:
             y_images = y[i : i + len(col)].reshape(len(col), -1)  # (images, OH*OW*OC), a view
             y_images += b_image  # while the chunk is still in cache
+        elif b is not None:
+            y_c += b  # a GPU adds b to every row in one kernel (the tiled b would take a kernel of its own)
     return y, cols
 
 
 def _bias_per_image(b, pixels: int):
-    """(OC,) -> (pixels*OC,), b repeated once per output pixel (None stays None).
+    """(OC,) -> (pixels*OC,), b repeated once per output pixel (None stays None): the CPU's bias.
 
     Adding this to an image's channels-last output, (OH*OW*OC,) values, is the same sum as adding b to each of its
     OH*OW rows, but NumPy then runs one long loop instead of OH*OW loops of OC values: 2.5x faster for DANN's first
-    convolution (0.020 against 0.055 ms per chunk of 4 images).
+    convolution (0.020 against 0.055 ms per chunk of 4 images). A GPU adds b broadcast over the rows instead.
     """
     return None if b is None else get_array_module(b).tile(b, pixels)
 
