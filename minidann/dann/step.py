@@ -129,9 +129,9 @@ def forward_backward(model: DANN, x: Tensor, y_src, mode: str, lambd: float) -> 
 def _domain_labels_on(d_logits, n_src: int, n_tgt: int):
     """The domain labels (n_src + n_tgt,) int64 on the device of ``d_logits``: 0 for source rows, then 1.
 
-    On the CPU the host :func:`~minidann.dann.preprocessing.domain_labels` (the loss copies them, as before). On a
-    GPU they are constants: made there once per device and batch split (:func:`_device_domain_labels`) and reused,
-    so a step copies nothing but its batch to the device.
+    On the CPU the host :func:`~minidann.dann.preprocessing.domain_labels`, which the loss copies. On a GPU they
+    are constants: made there once per device and batch split (:func:`_device_domain_labels`) and reused, so a
+    step copies nothing but its batch to the device.
     """
     xp = get_array_module(d_logits)
     if xp is np:
