@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dann import batch_rows, preprocess
+from .functions.loss import check_labels
 
 __all__ = ["DomainBatches", "DomainData", "EpochSampler", "check_domain_data"]
 
@@ -38,8 +39,9 @@ class DomainData:
     mean: np.ndarray
 
 
-def check_domain_data(data: DomainData, mode: str) -> None:
-    """Images uint8 (N, 3, H, W); labels (N,) integers for every domain the mode reads labels from."""
+def check_domain_data(data: DomainData, mode: str, num_classes: int | None = None) -> None:
+    """Images uint8 (N, 3, H, W); labels (N,) integers for every domain the mode reads labels from, and with
+    ``num_classes`` in [0, num_classes) (a check on the host, before the loop copies them to the device)."""
     for domain in ("source", "target"):
         images, labels = getattr(data, f"{domain}_images"), np.asarray(getattr(data, f"{domain}_labels"))
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -53,6 +55,8 @@ def check_domain_data(data: DomainData, mode: str) -> None:
         if (labelled or labels.size) and len(labels) != len(images):
             raise ValueError(f"DomainData: {len(images)} {domain} images but {len(labels)} {domain} labels"
                              + ("" if labelled else f" (in {mode} mode they may be left empty: they are never read)"))
+        if labelled and num_classes is not None:
+            check_labels(labels, num_classes, f"DomainData.{domain}_labels")
 
 
 class EpochSampler:
@@ -99,11 +103,13 @@ class DomainBatches:
 
     ``dann`` batches are batch_size // 2 source images and the rest target images (train_step relies on that
     order); ``source`` and ``target`` batches come from one domain. Each domain has its own
-    :class:`EpochSampler`, drawn from ``rng`` source first.
+    :class:`EpochSampler`, drawn from ``rng`` source first. With ``num_classes``, the labels it hands out are
+    checked in [0, num_classes) once, here (:func:`check_domain_data`).
     """
 
-    def __init__(self, data: DomainData, mode: str, batch_size: int, rng: np.random.Generator):
-        check_domain_data(data, mode)
+    def __init__(self, data: DomainData, mode: str, batch_size: int, rng: np.random.Generator,
+                 num_classes: int | None = None):
+        check_domain_data(data, mode, num_classes)
         self.data, self.mode = data, mode
         n_src, n_tgt = batch_rows(batch_size, mode)
         self.samplers: dict[str, EpochSampler] = {}

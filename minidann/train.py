@@ -4,7 +4,9 @@
 here and stays off the device's critical path:
 
 - Batches: :class:`~minidann.batches.DomainBatches`, epoch-wise shuffles drawn from the run's host generator
-  (tf-dann's ``batch_generator``), gathered and preprocessed on the host, then copied to the device.
+  (tf-dann's ``batch_generator``), gathered and preprocessed on the host, then copied to the device: the images
+  and, with them, the labels (range-checked on the host once, when the Trainer is made, so that the loss can
+  trust device labels without waiting for the device to check them).
 - Kernels: ``kernels=`` (default: the active layer) applies while :meth:`Trainer.run` runs and goes into every
   checkpoint; restoring one trained with the other layer is refused. Fast kernels on the CPU run inside
   :func:`minidann.fast.tuning.tuned`.
@@ -127,7 +129,8 @@ class Trainer:
     Args:
         model: the :class:`~minidann.dann.DANN` network on its device.
         optimizer: SGD over the model's parameters.
-        data: training sets of both domains.
+        data: training sets of both domains; the labels the mode reads must lie in [0, model.num_classes) (checked
+            here, on the host: the loop copies them to the device with the images, and the loss trusts them there).
         mode: "source" (64 source images, label loss), "dann" (half source with label loss, half target, domain
             loss on all through the GRL) or "target" (64 labelled target images).
         num_steps: total steps of this mode; p = steps_done / num_steps.
@@ -188,7 +191,8 @@ class Trainer:
         self.threads, self.interrupt_signal = threads, interrupt_signal
         self.device = model.device
 
-        self.batches = DomainBatches(data, mode, batch_size, rng)  # (checks the data)
+        # (checks the data, and the range of the labels the step will copy to the device unchecked)
+        self.batches = DomainBatches(data, mode, batch_size, rng, num_classes=model.num_classes)
         self.samplers: dict[str, EpochSampler] = self.batches.samplers
 
         self.step = 0  # steps completed
@@ -368,10 +372,11 @@ class Trainer:
             raise self._interrupt()
         step = self.step + 1
         _, lambd, lr = self.schedule(step)
-        x_host, y = self.batches.next()
+        x_host, y_host = self.batches.next()
         if step == self.nan_at_step:
             x_host[:] = np.nan
-        x = to_device(x_host, self.device)  # the one host -> device copy per step
+        # the step's host -> device copies, its batch: images and labels (checked in range when the data was)
+        x, y = to_device(x_host, self.device), to_device(y_host, self.device)
         stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr, threads=self.threads)
         self.step = step
         self._window.steps.append(step)

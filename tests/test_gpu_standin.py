@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 
 import minidann as md
+import minidann.functions as F
 from minidann import backend
+from minidann import train as train_module
 from minidann.backend import is_cupy_array, to_device, to_numpy
 from minidann.checkpoint import load_checkpoint, save_checkpoint
-from minidann.dann import build_model, build_optimizer, pixel_mean, prepare_mnist, train_step
+from minidann.dann import build_model, build_optimizer, domain_labels, pixel_mean, prepare_mnist, train_step
+from minidann.dann import step as step_module
 from minidann.train import DomainData, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,8 +146,9 @@ def test_cupy_tf32_that_is_not_an_integer_is_an_error():
 def dann_step_counts():
     """What one DANN step at batch 64 and one at 512 asked of the device: {batch: (launches, syncs, h2d)}.
 
-    Both after a first step, so that the momentum buffers exist, as in training. (Measured once for the tests
-    below; one model for both batch sizes: a batch of 512 through NumPy takes a while.)
+    Both in the steady state of training: after a first step at that batch size, so that the momentum buffers
+    and the batch split's domain labels exist. (Measured once for the tests below; one model for both batch
+    sizes: a batch of 512 through NumPy takes a while.)
     """
     mp = pytest.MonkeyPatch()
     counted = {}
@@ -153,7 +157,7 @@ def dann_step_counts():
         model = build_model(np.random.default_rng(0), "gpu")
         opt = build_optimizer(model)
         rng = np.random.default_rng(1)
-        for batch in (64, 64, 512):
+        for batch in (64, 64, 512, 512):
             x_host = rng.standard_normal((batch, 3, 28, 28)).astype(np.float32)
             y = rng.integers(0, 10, batch // 2)
             counters.reset()
@@ -177,12 +181,10 @@ def test_a_dann_step_launches_as_many_kernels_at_batch_64_as_at_512(dann_step_co
 
 
 @pytest.mark.parametrize("batch", [64, 512])
-def test_a_dann_step_copies_its_batch_to_the_device_once(dann_step_counts, batch):
-    h2d = dann_step_counts[batch][2]
-    assert [shape for shape, _ in h2d if len(shape) == 4] == [(batch, 3, 28, 28)]
-    # and the labels: the source labels and the domain labels, each copied by the loss (host labels are checked
-    # on the host for free, then copied)
-    assert sorted(shape for shape, _ in h2d if len(shape) != 4) == [(batch // 2,), (batch,)]
+def test_a_dann_step_copies_only_its_batch_to_the_device(dann_step_counts, batch):
+    # the images, then the source labels (given as host labels here: the loss checks them on the host for free,
+    # then copies them); the domain labels are made on the device once per batch split, not copied
+    assert [shape for shape, _ in dann_step_counts[batch][2]] == [(batch, 3, 28, 28), (batch // 2,)]
 
 
 def _tiny_data(n=24, seed=0):
@@ -205,7 +207,116 @@ def test_the_training_loop_syncs_once_per_logging_interval(standin, mode):
     # one copy of the window's statistics per metrics row; at the end, waits for the run's clock
     assert set(standin.syncs) <= {"get", "stream.synchronize"}
     assert standin.syncs["get"] == steps // log_every and standin.syncs["stream.synchronize"] <= 2
-    assert len(standin.h2d) == steps * (3 if mode == "dann" else 2)  # images, labels (and domain labels) per step
+    # per step its batch, images and labels, and nothing else (the domain labels are made on the device once)
+    n_labelled = 4 if mode == "dann" else 8
+    assert [shape for shape, _ in standin.h2d] == [(8, 3, 28, 28), (n_labelled,)] * steps
+
+
+def test_the_training_loop_gives_the_step_device_labels(standin, monkeypatch):
+    seen = []
+
+    def step(model, opt, x, y, *args, **kwargs):
+        seen.append((is_cupy_array(x), is_cupy_array(y)))
+        return train_step(model, opt, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    rng = np.random.default_rng(0)
+    model = build_model(rng, "gpu")
+    Trainer(model, build_optimizer(model), _tiny_data(), "dann", 2, 8, rng, progress=False).run()
+    assert seen == [(True, True)] * 2
+
+
+@pytest.mark.parametrize("mode, domain", [("dann", "source"), ("source", "source"), ("target", "target")])
+def test_the_training_loop_refuses_labels_out_of_range_before_training(standin, mode, domain):
+    """The loop copies labels to the device, where the loss trusts them: they are checked once, on the host."""
+    d = _tiny_data()
+    getattr(d, f"{domain}_labels")[3] = 10
+    rng = np.random.default_rng(0)
+    model = build_model(rng, "gpu")
+    standin.reset()
+    with pytest.raises(ValueError, match=rf"DomainData.{domain}_labels must lie in \[0, 9\] for 10 classes, "
+                                         "got values from 0 to 10"):
+        Trainer(model, build_optimizer(model), d, mode, 2, 8, rng, progress=False)
+    assert standin.h2d == [] and standin.n_syncs == 0
+    if mode == "dann":  # the target labels are never read there: not checked either
+        d.target_labels[3] = 99
+        getattr(d, f"{domain}_labels")[3] = 9
+        Trainer(model, build_optimizer(model), d, mode, 2, 8, rng, progress=False).run()
+
+
+def test_device_labels_are_trusted_by_the_loss_without_a_sync(standin):
+    rng = np.random.default_rng(0)
+    logits_host, y_host = rng.standard_normal((6, 10)).astype(np.float32), np.array([3, 0, 9, 1, 1, 7])
+    logits, y = to_device(logits_host, "gpu"), to_device(y_host, "gpu")
+    want = F.softmax_cross_entropy(logits_host, y_host).data
+    standin.reset()
+    loss = F.softmax_cross_entropy(md.Tensor(logits, requires_grad=True), y)
+    loss.backward()
+    assert standin.n_syncs == 0 and standin.h2d == []
+    assert to_numpy(loss.data) == want
+    # their shape and dtype are still checked (free: no values read)
+    standin.reset()
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\)"):
+        F.softmax_cross_entropy(logits, y.reshape(6, 1))
+    with pytest.raises(ValueError, match="labels must be integers"):
+        F.softmax_cross_entropy(logits, y.astype(np.float32))
+    assert standin.n_syncs == 0
+
+
+def test_host_labels_out_of_range_are_refused_on_the_host_before_any_copy(standin):
+    logits = to_device(np.zeros((2, 10), np.float32), "gpu")
+    standin.reset()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\] for 10 classes, got values from 0 to 10"):
+        F.softmax_cross_entropy(logits, np.array([0, 10]))
+    with pytest.raises(ValueError, match="got values from -1 to 1"):
+        F.softmax_cross_entropy(logits, np.array([-1, 1]))
+    assert standin.h2d == [] and standin.n_syncs == 0
+    model = build_model(np.random.default_rng(0), "gpu")
+    x = to_device(np.zeros((4, 3, 28, 28), np.float32), "gpu")
+    with pytest.raises(ValueError, match="got values from 0 to 10"):  # train_step takes host labels too
+        train_step(model, build_optimizer(model), x, np.array([0, 10]), "dann", 0.5, 0.01)
+
+
+def test_a_dann_step_after_the_batch_changes_gets_its_own_domain_labels(standin):
+    """The device domain labels are made once per batch split: a new batch size (the last partial batch) or a new
+    split of the same size gets its own, the loss and accuracy of host domain labels."""
+    rng = np.random.default_rng(0)
+    model = build_model(rng, "gpu")
+    opt = build_optimizer(model)
+    for n, n_src in ((16, 8), (12, 6), (12, 4), (16, 8)):
+        x = to_device(rng.standard_normal((n, 3, 28, 28)).astype(np.float32), "gpu")
+        y = to_device(rng.integers(0, 10, n_src), "gpu")
+        d_logits = model.domain_classifier(model.features(x))
+        d_host = domain_labels(n_src, n - n_src)
+        want_loss = to_numpy(F.softmax_cross_entropy(d_logits, d_host).data)
+        want_acc = np.mean(to_numpy(d_logits.data).argmax(axis=1) == d_host, dtype=np.float32)
+        stats = train_step(model, opt, x, y, "dann", 0.5, 0.01)
+        assert to_numpy(stats.domain_loss) == want_loss and to_numpy(stats.domain_acc) == want_acc, (n, n_src)
+
+
+def test_the_domain_accuracy_takes_three_launches_on_the_gpu(standin):
+    rng = np.random.default_rng(0)
+    d_logits = rng.standard_normal((64, 2)).astype(np.float32)
+    d = domain_labels(32, 32)
+    want = np.mean(d_logits.argmax(axis=1) == d, dtype=np.float32)
+    d_logits_gpu, d_gpu = to_device(d_logits, "gpu"), to_device(d, "gpu")
+    standin.reset()
+    acc = step_module._domain_accuracy(d_logits_gpu, d_gpu)
+    assert standin.n_launches <= 3 and standin.n_syncs == 0 and to_numpy(acc) == want
+
+
+@pytest.mark.parametrize("n_src, n_tgt", [(3, 3), (32, 32), (50, 50), (7, 4)])
+def test_the_domain_accuracy_on_the_cpu_is_the_published_arithmetic(n_src, n_tgt):
+    """float32(count) * float32(1 / N), to the bit: the metrics of the published runs were made with it (count / N
+    rounded once, the GPU's mean, can differ in the last bit when N is not a power of two)."""
+    N = n_src + n_tgt
+    d = domain_labels(n_src, n_tgt)
+    for count in range(N + 1):
+        d_logits = np.zeros((N, 2), np.float32)
+        d_logits[np.arange(N), np.where(np.arange(N) < count, d, 1 - d)] = 1.0  # the first `count` rows right
+        acc = step_module._domain_accuracy(d_logits, d)
+        want = np.asarray(count, np.float32) * np.float32(1.0 / N)
+        assert type(acc) is type(want) and acc.tobytes() == want.tobytes(), count
 
 
 # ---- the programs, through the stand-in ----

@@ -69,6 +69,11 @@ class DANN(Module):
         """The gradient reversal layer; set ``model.grl.lambd`` to lambda_p before each DANN step."""
         return self.domain_classifier[0]
 
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes G_y tells apart (10 digits): the width of its last layer."""
+        return self.label_predictor[-1].b.shape[0]
+
     def features(self, x) -> Tensor:
         """f = G_f(x): x (N, 3, 28, 28) float32 -> (N, 2352)."""
         return self.feature_extractor(x if isinstance(x, Tensor) else Tensor(x))

@@ -13,6 +13,7 @@ that device, and :func:`train_step` never waits for the GPU (its statistics stay
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ class StepStats:
                 (("label_loss", self.label_loss), ("domain_loss", self.domain_loss), ("domain_acc", self.domain_acc))}
 
 
-def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lambd: float, lr: float,
+def train_step(model: DANN, optimizer: SGD, x, y_src, mode: str, lambd: float, lr: float,
                threads: int = 1) -> StepStats:
     """One SGD step of ``mode`` on one batch; the unit that ``python -m minidann.bench`` times.
 
@@ -65,14 +66,18 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     file, and :mod:`minidann.fast.parallel`), equal to the whole batch's up to float rounding.
 
     No host-device synchronisation happens here: the losses come back as device arrays (see
-    :class:`StepStats`), and the labels are host arrays that the loss checks on the host and copies.
+    :class:`StepStats`), and the labels are either host arrays, which the loss checks on the host and copies, or
+    device arrays, which it trusts (see :func:`minidann.functions.softmax_cross_entropy`). On a GPU the domain
+    labels are made on the device once per batch split and reused: a step copies only what the caller copies.
 
     Args:
         model: the :class:`DANN` network, on the same device as ``x``.
         optimizer: SGD over ``model.parameters()``; its ``lr`` is set to ``lr`` before the update.
         x: (N, 3, 28, 28) float32 preprocessed batch on the model's device (array or Tensor). In ``dann`` mode
             the source rows come first, then the target rows.
-        y_src: (n_src,) host int labels of the first n_src rows (n_src = N except in ``dann`` mode).
+        y_src: (n_src,) int labels of the first n_src rows (n_src = N except in ``dann`` mode): a host array
+            (checked, then copied to the model's device), or on a GPU a device array, not checked there: check it
+            on the host before copying it, as :class:`minidann.train.Trainer` does.
         mode: "source", "dann" or "target".
         lambd: lambda_p for the GRL (used in ``dann`` mode only).
         lr: mu_p for this step.
@@ -102,7 +107,7 @@ def train_step(model: DANN, optimizer: SGD, x, y_src: np.ndarray, mode: str, lam
     return stats
 
 
-def forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd: float) -> StepStats:
+def forward_backward(model: DANN, x: Tensor, y_src, mode: str, lambd: float) -> StepStats:
     """The losses of :func:`train_step` on the batch x (N, 3, 28, 28), their gradients added to each ``.grad``."""
     N, n_src = x.shape[0], len(y_src)
     f = model.features(x)  # (N, 2352), feeds both heads: backward adds the two gradients
@@ -111,18 +116,50 @@ def forward_backward(model: DANN, x: Tensor, y_src: np.ndarray, mode: str, lambd
         label_loss = F.softmax_cross_entropy(model.label_predictor(f[:n_src]), y_src)  # source rows only
         model.grl.lambd = float(lambd)
         d_logits = model.domain_classifier(f)  # (N, 2), through the GRL
-        domain_loss = F.softmax_cross_entropy(d_logits, domain_labels(n_src, N - n_src))
+        d = _domain_labels_on(d_logits.data, n_src, N - n_src)  # (N,) on the logits' device
+        domain_loss = F.softmax_cross_entropy(d_logits, d)
         loss = label_loss + domain_loss
-        # Domain accuracy from the logits already computed, on the device (no labels to copy): source rows
-        # should predict 0, target rows 1.
-        xp = get_array_module(d_logits.data)
-        pred = d_logits.data.argmax(axis=1)
-        correct = (pred[:n_src] == 0).sum() + (pred[n_src:] == 1).sum()
-        domain_acc = xp.asarray(correct, dtype=xp.float32) * xp.float32(1.0 / N)
+        domain_acc = _domain_accuracy(d_logits.data, d)  # from the logits already computed
     else:
         loss = label_loss = F.softmax_cross_entropy(model.label_predictor(f), y_src)
     loss.backward()
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
+
+
+def _domain_labels_on(d_logits, n_src: int, n_tgt: int):
+    """The domain labels (n_src + n_tgt,) int64 on the device of ``d_logits``: 0 for source rows, then 1.
+
+    On the CPU the host :func:`~minidann.dann.preprocessing.domain_labels`, which the loss copies. On a GPU they
+    are constants: made there once per device and batch split (:func:`_device_domain_labels`) and reused, so a
+    step copies nothing but its batch to the device.
+    """
+    xp = get_array_module(d_logits)
+    if xp is np:
+        return domain_labels(n_src, n_tgt)
+    return _device_domain_labels(xp, d_logits.device.id, n_src, n_tgt)
+
+
+@functools.lru_cache(maxsize=16)  # a few batch splits: the full batch, the halves, a last partial batch
+def _device_domain_labels(xp, device_id: int, n_src: int, n_tgt: int):
+    """Device int64 (n_src + n_tgt,) domain labels on GPU ``device_id``, made there (no host copy) and shared by
+    every step with that split: nothing may write to them (the loss and the accuracy only read them)."""
+    with xp.cuda.Device(device_id):
+        labels = xp.zeros(n_src + n_tgt, xp.int64)
+        labels[n_src:] = 1
+    return labels
+
+
+def _domain_accuracy(d_logits, d):
+    """The fraction of rows whose argmax is their domain label: d_logits (N, 2), d (N,) -> 0-d float32.
+
+    On a GPU three launches: argmax, compare, mean, giving count / N rounded once. The CPU keeps the arithmetic
+    its published metrics were made with, float32(count) * float32(1 / N), to the bit; the two agree when N is a
+    power of two and otherwise may differ in the last bit (one float32 ulp).
+    """
+    hit = d_logits.argmax(axis=1) == d
+    if get_array_module(hit) is np:
+        return np.asarray(np.count_nonzero(hit), np.float32) * np.float32(1.0 / len(hit))
+    return hit.mean(dtype=np.float32)
 
 
 def batch_rows(batch_size: int, mode: str) -> tuple[int, int]:

@@ -8,22 +8,28 @@ from ..backend import get_array_module, is_cupy_array
 from ..core import Function, Tensor, as_tensor
 
 
-def check_labels(labels, num_classes: int):
-    """Validate integer class labels, shape (N,), values in [0, num_classes).
+def check_labels(labels, num_classes: int, what: str = "labels"):
+    """Validate integer class labels, shape (N,), values in [0, num_classes); ``what`` names them in the error.
 
-    This runs on the host for NumPy labels (free) and with one device sync for CuPy labels: it must come
-    before any indexing, because CuPy wraps out-of-range indices instead of raising.
+    Meant for host labels, where it is free. On CuPy labels the value check costs a device sync, which is why
+    :func:`softmax_cross_entropy` checks only the shape and dtype of device labels (:func:`check_label_array`).
+    It must come before any indexing, because CuPy wraps out-of-range indices instead of raising.
     """
-    if labels.ndim != 1:
-        raise ValueError(f"labels must have shape (N,), got {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+    check_label_array(labels)
     if labels.size:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
-                f"labels must lie in [0, {num_classes - 1}] for {num_classes} classes, got values from {lo} to {hi}"
+                f"{what} must lie in [0, {num_classes - 1}] for {num_classes} classes, got values from {lo} to {hi}"
             )
+
+
+def check_label_array(labels):
+    """Validate the shape (N,) and the integer dtype of class labels: free on either device (no values read)."""
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}")
 
 
 class SoftmaxCrossEntropy(Function):
@@ -59,8 +65,14 @@ class SoftmaxCrossEntropy(Function):
 def softmax_cross_entropy(logits, labels) -> Tensor:
     """Mean softmax cross-entropy of ``logits`` (N, K) against integer ``labels`` (N,); returns a scalar.
 
-    Labels may be a host NumPy array even when the logits live on a GPU: they are checked on the host and
-    then copied, which is how the training loop passes them.
+    Labels may live on either device:
+
+    - host NumPy labels are checked on the host (shape, dtype and values, free) and then copied: to the device
+      when the logits live on a GPU, to a private array on the CPU;
+    - device (CuPy) labels are trusted: only their shape and dtype are checked. Checking their values would make
+      the host wait for the device at every call, and an out-of-range label would not raise but wrap around (a
+      wrong loss). The caller checks them on the host before copying them, as the training loop does
+      (:class:`minidann.train.Trainer` checks its data's labels once, when it is made).
     """
     logits = as_tensor(logits)
     if isinstance(labels, Tensor):
@@ -69,7 +81,10 @@ def softmax_cross_entropy(logits, labels) -> Tensor:
         raise ValueError(f"softmax_cross_entropy: logits must have shape (N, K), got {logits.shape}")
     if not hasattr(labels, "ndim"):
         labels = np.asarray(labels)
-    check_labels(labels, logits.shape[1])
+    if is_cupy_array(labels):
+        check_label_array(labels)  # trusted values: see the docstring
+    else:
+        check_labels(labels, logits.shape[1])
     if labels.shape[0] != logits.shape[0]:
         raise ValueError(
             f"softmax_cross_entropy: {logits.shape[0]} rows of logits but {labels.shape[0]} labels"
