@@ -81,3 +81,12 @@ def relu(x) -> Tensor:
 
         return activation.relu(x)
     return F.relu(x)
+
+
+def softmax_cross_entropy(logits, labels) -> Tensor:
+    """:func:`minidann.functions.softmax_cross_entropy` on the active layer: logits (N, K), labels (N,) -> scalar."""
+    if _active == "fast":
+        from .fast import loss
+
+        return loss.softmax_cross_entropy(logits, labels)
+    return F.softmax_cross_entropy(logits, labels)

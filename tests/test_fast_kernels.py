@@ -351,3 +351,38 @@ def test_the_switch_picks_the_layer():
     with minidann.kernels("fast"):
         assert type(dispatch.conv2d(x, W).creator) is fast_conv.Conv2d
         assert type(dispatch.max_pool2d(x).creator) is fast_pool.MaxPool2d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ReLU and softmax cross-entropy: the reference op on the CPU, fused kernels on a GPU
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fast_relu_equals_reference(device):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5))
+    x[0, 0] = 0.0  # the kink: both take the gradient 0 there
+    gy = rng.standard_normal(x.shape)
+    results = []
+    for relu, dev in ((F.relu, "cpu"), (dispatch.relu, device)):
+        xt = Tensor(to_device(x, dev), requires_grad=True)
+        relu(xt).backward(to_device(gy, dev))
+        results.append((to_numpy(relu(Tensor(to_device(x, dev))).data), to_numpy(xt.grad)))
+    for got, want in zip(results[1], results[0], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("N,K", [(7, 10), (12, 2), (1, 3)])
+def test_fast_softmax_cross_entropy_equals_reference(device, N, K):
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((N, K)) * 10
+    labels = rng.integers(0, K, N)
+    gy = rng.standard_normal()
+    results = []
+    for loss_fn, dev in ((F.softmax_cross_entropy, "cpu"), (dispatch.softmax_cross_entropy, device)):
+        zt = Tensor(to_device(z, dev), requires_grad=True)
+        loss = loss_fn(zt, labels)
+        loss.backward(to_device(np.array(gy), dev))
+        results.append((to_numpy(loss.data), to_numpy(zt.grad)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-13)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-15)

@@ -15,7 +15,6 @@ from conftest import DEVICES
 
 from minidann import functions as F
 from minidann.backend import to_device, to_numpy
-from minidann.core import Tensor
 from minidann.fast import fused
 
 

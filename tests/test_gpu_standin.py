@@ -26,9 +26,12 @@ from minidann.train import DomainData, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Launches of one DANN step (forward, backward, SGD) as measured on the stand-in: the same at every batch size.
-#: Measured 188: SGD with momentum over one flat buffer 18 (14 gradient copies and 4 ops; one by one it was 56),
-#: max-pool forward 34 and backward 16, cross-entropy forward and backward 34, the rest conv and linear layers.
-DANN_STEP_LAUNCHES = 190
+#: Measured 90 (188 before the fused kernels of minidann.fast.fused): the five linear layers 25, the two convolutions
+#: 21, SGD 15 (14 gradient copies into the flat buffer, one fused update), ReLU 5 forward and 5 fused gradients,
+#: max-pool 4 (a fused kernel each way, per pool), cross-entropy 6 (rows and mean forward, one gradient, per loss),
+#: domain accuracy 3; the other 6: L_y + L_d, backward's seed, the GRL, the features' slice (2) and the sum of the
+#: features' two gradients.
+DANN_STEP_LAUNCHES = 90
 
 
 # ---- the stand-in is as strict as CuPy ----

@@ -74,6 +74,12 @@ def softmax_cross_entropy(logits, labels) -> Tensor:
       wrong loss). The caller checks them on the host before copying them, as the training loop does
       (:class:`minidann.train.Trainer` checks its data's labels once, when it is made).
     """
+    logits, labels = checked_inputs(logits, labels)
+    return SoftmaxCrossEntropy(labels)(logits)
+
+
+def checked_inputs(logits, labels) -> tuple[Tensor, object]:
+    """:func:`softmax_cross_entropy`'s checks: (logits as a Tensor, labels as an array on the logits' device)."""
     logits = as_tensor(logits)
     if isinstance(labels, Tensor):
         labels = labels.data
@@ -96,4 +102,4 @@ def softmax_cross_entropy(logits, labels) -> Tensor:
         raise TypeError("softmax_cross_entropy: logits are on the CPU but labels on the GPU; move both to one device")
     elif not is_cupy_array(labels):
         labels = np.array(labels)  # a copy: backward reads the labels, and the caller may reuse its array before
-    return SoftmaxCrossEntropy(labels)(logits)
+    return logits, labels

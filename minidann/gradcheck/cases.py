@@ -126,9 +126,9 @@ FUNCTION_CASES: list[Case] = [
     _pool_case(2, 2, 5, 5, 2, 2),
     _pool_case(2, 2, 6, 9, 3, 3),
     _pool_case(1, 2, 7, 5, 3, 2),
-    Case("softmax_cross_entropy", "logits(5,4) labels(5,)", F.softmax_cross_entropy,
+    Case("softmax_cross_entropy", "logits(5,4) labels(5,)", dispatch.softmax_cross_entropy,
          lambda r: [3 * r.standard_normal((5, 4)), _labels(r, 5, 4)]),
-    Case("softmax_cross_entropy", "logits(1,3) labels(1,), batch 1", F.softmax_cross_entropy,
+    Case("softmax_cross_entropy", "logits(1,3) labels(1,), batch 1", dispatch.softmax_cross_entropy,
          lambda r: [r.standard_normal((1, 3)), _labels(r, 1, 3)]),
     # The GRL's backward is not the derivative of its forward, except at lambd = -1 (then it is the identity's).
     # Exact checks of grad == -lambd * gy and the whole DANN update live in the tests and in gradcheck's main.
@@ -247,8 +247,8 @@ def dann_saddle_check(lambd: float = 0.6, device: str = "cpu", seed: int = 0, rt
 
     def losses(grl: bool):
         f = F.sigmoid(feat(x))
-        L_y = F.softmax_cross_entropy(head_y(f[:3]), y_src)
-        L_d = F.softmax_cross_entropy(head_d(F.grad_reverse(f, lambd) if grl else f), d)
+        L_y = dispatch.softmax_cross_entropy(head_y(f[:3]), y_src)
+        L_d = dispatch.softmax_cross_entropy(head_d(F.grad_reverse(f, lambd) if grl else f), d)
         return L_y, L_d
 
     L_y, L_d = losses(grl=True)
