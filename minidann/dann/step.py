@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import dispatch
 from ..backend import get_array_module, to_numpy
 from ..core import Tensor
-from ..dispatch import active_kernels
+from ..dispatch import active_kernels, softmax_cross_entropy
 from ..fast import parallel
 from ..optim import SGD
 from .model import DANN
@@ -113,15 +112,15 @@ def forward_backward(model: DANN, x: Tensor, y_src, mode: str, lambd: float) -> 
     f = model.features(x)  # (N, 2352), feeds both heads: backward adds the two gradients
     domain_loss = domain_acc = None
     if mode == "dann":
-        label_loss = dispatch.softmax_cross_entropy(model.label_predictor(f[:n_src]), y_src)  # source rows only
+        label_loss = softmax_cross_entropy(model.label_predictor(f[:n_src]), y_src)  # source rows only
         model.grl.lambd = float(lambd)
         d_logits = model.domain_classifier(f)  # (N, 2), through the GRL
         d = _domain_labels_on(d_logits.data, n_src, N - n_src)  # (N,) on the logits' device
-        domain_loss = dispatch.softmax_cross_entropy(d_logits, d)
+        domain_loss = softmax_cross_entropy(d_logits, d)
         loss = label_loss + domain_loss
         domain_acc = _domain_accuracy(d_logits.data, d)  # from the logits already computed
     else:
-        loss = label_loss = dispatch.softmax_cross_entropy(model.label_predictor(f), y_src)
+        loss = label_loss = softmax_cross_entropy(model.label_predictor(f), y_src)
     loss.backward()
     return StepStats(label_loss.data, None if domain_loss is None else domain_loss.data, domain_acc)
 
