@@ -677,8 +677,9 @@ class ElementwiseKernel:
     call runs the op's NumPy twin (found by the kernel's name) as one launch.
 
     As strict as CuPy about its arguments: one per parameter; arrays on the device; the arrays of one type
-    placeholder (T, I) of one dtype; an array of a named dtype (uint8, ...) of that dtype; the non-raw arrays of
-    one shape (the loop runs over it). Outputs must be given (minidann always passes them).
+    placeholder (T, I) of one dtype, and every placeholder given by some array (a scalar binds none: CuPy casts
+    it to its parameter's type); an array of a named dtype (uint8, ...) of that dtype; the non-raw arrays of one
+    shape (the loop runs over it). Outputs must be given (minidann always passes them).
     """
 
     def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
@@ -705,15 +706,17 @@ class ElementwiseKernel:
                 dtype = a.dtype if isinstance(a, np.generic) else None
             else:
                 raise TypeError(f"Unsupported type {type(a)} for {self.name} argument {pname}")
+            if not isinstance(a, ndarray):
+                continue  # a scalar binds no type: CuPy casts it to its parameter's type
             if len(typ) == 1:  # a type placeholder
-                if dtype is None:  # (CuPy would give a Python number a dtype of its own: float64, int64)
-                    raise TypeError(f"{self.name}: pass {pname} as a NumPy scalar of {typ}'s dtype, not a Python "
-                                    f"{type(a).__name__}")
                 if placeholders.setdefault(typ, dtype) != dtype:
                     raise TypeError(f"{self.name}: argument {pname} is {dtype}, but {typ} is already "
                                     f"{placeholders[typ]}")
-            elif dtype is not None and isinstance(a, ndarray) and dtype != np.dtype(typ):
+            elif dtype != np.dtype(typ):
                 raise TypeError(f"{self.name}: argument {pname} must be {typ}, got {dtype}")
+        unbound = {typ for _, typ, _ in self.params if len(typ) == 1} - set(placeholders)
+        if unbound:
+            raise TypeError(f"{self.name}: no array gives the type of {sorted(unbound)}")
         if len(shapes) > 1:
             raise ValueError(f"{self.name}: the non-raw arrays differ in shape: {sorted(shapes)}")
         for (_, _, pname), a in zip(self.params[self.n_in:], args[self.n_in:], strict=True):

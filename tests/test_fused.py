@@ -171,8 +171,14 @@ def test_the_standin_runs_a_fused_op_as_one_launch_and_checks_its_arguments(stan
         fused.relu_grad(y, cp.asarray(np.ones(3)), gx)
     with pytest.raises(TypeError, match="both NumPy .* and CuPy"):  # (minidann's own check, before CuPy's)
         fused.relu_grad(y, np.ones(3, np.float32), gx)
-    with pytest.raises(TypeError, match="pass lr as a NumPy scalar"):
-        fused.sgd_momentum(gy, 0.1, np.float32(0.9), np.float32(0), y, gx)
+    fused.sgd_momentum(gy, 0.1, 0.9, 0, y, gx)  # Python numbers take their parameters' type, as in CuPy
+    assert y.dtype == np.float32
+    unbound = fused.Fused("minidann_test_unbound", "T a", "float32 b", "b = a;", lambda a, b: None)
+    try:
+        with pytest.raises(TypeError, match="no array gives the type of"):
+            unbound(np.float32(1), cp.asarray(np.ones(2, np.float32)))
+    finally:
+        del fused.FUSED[unbound.name]  # (not one of minidann's kernels)
     with pytest.raises(TypeError, match="winner must be uint8"):
         fused.max_pool_tiled(cp.asarray(np.ones((1, 1, 2, 2), np.float32)), 2, 2, 1, 1, 2, 2,
                              cp.asarray(np.ones((1, 1, 1, 1), np.float32)), cp.asarray(np.ones((1, 1, 1, 1))))
