@@ -677,7 +677,7 @@ class ElementwiseKernel:
     call runs the op's NumPy twin (found by the kernel's name) as one launch.
 
     As strict as CuPy about its arguments: one per parameter; arrays on the device; the arrays of one type
-    placeholder (T, I) of one dtype, and every placeholder given by some array (a scalar binds none: CuPy casts
+    placeholder (T, S) of one dtype, and every placeholder given by some array (a scalar binds none: CuPy casts
     it to its parameter's type); an array of a named dtype (uint8, ...) of that dtype; the non-raw arrays of one
     shape (the loop runs over it). Outputs must be given (minidann always passes them).
     """

@@ -200,7 +200,7 @@ struct Indexer { ptrdiff_t size_; __device__ ptrdiff_t size() const { return siz
 """
 
 
-def _kernel_source(op: fused.Fused, T: str, I: str) -> str:
+def _kernel_source(op: fused.Fused, T: str, S: str) -> str:
     """The kernel as CuPy wraps an ElementwiseKernel: a raw argument as an array; any other input as a const
     value (a scalar, or the input's element i); an output as a reference to its element i; the body in a loop
     over i."""
@@ -208,7 +208,7 @@ def _kernel_source(op: fused.Fused, T: str, I: str) -> str:
     for part in op.in_params.split(",") + op.out_params.split(","):
         words = part.split()
         typ, name = words[-2], words[-1]
-        ctype = {"T": "T", "I": "I"}.get(typ) or _C_TYPES[typ]
+        ctype = {"T": "T", "S": "S"}.get(typ) or _C_TYPES[typ]
         if words[0] == "raw":
             params.append(f"RawArray<{ctype}> {name}")
         elif len(params) < op.n_in:
@@ -216,7 +216,7 @@ def _kernel_source(op: fused.Fused, T: str, I: str) -> str:
         else:
             params.append(f"{ctype}* _raw_{name}")
             outputs.append(f"{ctype} &{name} = _raw_{name}[i];")
-    return (f"namespace k_{op.name} {{\ntypedef {T} T;\ntypedef {I} I;\n"
+    return (f"namespace k_{op.name} {{\ntypedef {T} T;\ntypedef {S} S;\n"
             f"extern \"C\" __global__ void {op.name}_{T}({', '.join(params)}, Indexer _ind) {{\n"
             f"  for (ptrdiff_t i = blockIdx.x * blockDim.x + threadIdx.x; i < _ind.size(); "
             f"i += (ptrdiff_t)blockDim.x * gridDim.x) {{\n    " + "\n    ".join(outputs) +

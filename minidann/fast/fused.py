@@ -10,7 +10,7 @@ The contract of every op: ``op(*inputs, *outputs)`` with arguments in the order 
 place; the op returns them. In the CUDA body, ``i`` is the index of the element of the outputs being computed
 (C order over their shape); a ``raw`` argument is indexed by hand, logically (``x[k]`` is the k-th element in C
 order, whatever the array's memory layout). ``T`` is the dtype of the arrays so marked (float32 in training,
-float64 in a gradient check); ``I`` an integer dtype.
+float64 in a gradient check); ``S`` the labels' integer dtype.
 
 tests/test_fused.py proves every op equal to the reference computation: through the kernel where a GPU exists,
 through the twin elsewhere (the CuPy stand-in of the tests runs the twin as one launch); it also compiles every
@@ -176,12 +176,12 @@ def _cross_entropy_rows_twin(z, labels, K, lse, loss):
 #: which is -log softmax(z_n)[t_n]. A label outside [0, K) gives a NaN loss (the training loop's NaN guard stops
 #: on it) instead of reading outside the row. z (N, K), labels (N,) -> lse, loss (N,).
 cross_entropy_rows = Fused(
-    "minidann_cross_entropy_rows", "raw T z, raw I labels, int32 K", "T lse, T loss",
+    "minidann_cross_entropy_rows", "raw T z, raw S labels, int32 K", "T lse, T loss",
     """
     const ptrdiff_t row = i * K;
     T m = z[row];
     for (int k = 1; k < K; ++k) {
-        m = max(m, z[row + k]);
+        m = z[row + k] > m ? z[row + k] : m;
     }
     T s = 0;
     for (int k = 0; k < K; ++k) {
@@ -202,7 +202,7 @@ def _cross_entropy_grad_twin(z, labels, lse, gy, K, inv_n, gz):
 #: gz[n, k] = (softmax(z_n)[k] - [k == t_n]) * gy / N, with softmax(z_n)[k] = exp(z[n, k] - lse[n]).
 #: z (N, K), labels (N,), lse (N,), gy (1,) the upstream scalar, inv_n = 1 / N -> gz (N, K).
 cross_entropy_grad = Fused(
-    "minidann_cross_entropy_grad", "T z, raw I labels, raw T lse, raw T gy, int32 K, T inv_n", "T gz",
+    "minidann_cross_entropy_grad", "T z, raw S labels, raw T lse, raw T gy, int32 K, T inv_n", "T gz",
     """
     const ptrdiff_t n = i / K, k = i % K;
     gz = (exp(z - lse[n]) - (k == (long long)labels[n] ? (T)1 : (T)0)) * (gy[0] * inv_n);
