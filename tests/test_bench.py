@@ -123,6 +123,40 @@ def test_gpu_bench_without_a_gpu_says_why(capsys):
     assert "GPU" in capsys.readouterr().err
 
 
+def test_launches_counts_kernels_memsets_and_copies_per_step_from_a_profiler_trace():
+    from minidann.bench.launches import device_work_per_step
+
+    trace = ([{"ph": "X", "cat": "kernel", "name": "minidann_relu_grad"}] * 10
+             + [{"ph": "X", "cat": "kernel", "name": "cupy_add"}] * 4
+             + [{"ph": "X", "cat": "gpu_memset", "name": "Memset (Device)"}] * 2
+             + [{"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)"}] * 2
+             + [{"ph": "X", "cat": "cpu_op", "name": "aten::mm"}, {"ph": "X", "cat": "cuda_runtime",
+                                                                    "name": "cudaLaunchKernel"},
+                {"ph": "s", "cat": "kernel", "name": "flow"}])  # (not work the GPU ran)
+    row = device_work_per_step(trace, steps=2, top=1)
+    assert row == {"kernels": 7.0, "memsets": 1.0, "copies": 1.0, "top_kernels": [["minidann_relu_grad", 5.0]]}
+
+
+def test_launches_needs_a_gpu(capsys):
+    from minidann.bench.launches import launch_counts
+
+    assert bench.main(["--launches", "--steps", "1"]) == 2
+    assert "--launches counts what a GPU runs: use it with --device gpu" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--device gpu"):
+        launch_counts("cpu", 8)
+
+
+def test_launches_without_a_torch_that_traces_the_gpu_says_so(monkeypatch):
+    from minidann.bench.launches import launch_counts
+
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "torch", None)  # not importable
+        assert "torch is not importable" in launch_counts("gpu", 8)[0]["note"]
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "torch has no CUDA here" in launch_counts("gpu", 8)[0]["note"]
+
+
 FAULTS = textwrap.dedent("""
     import contextlib, resource, sys
     import numpy as np

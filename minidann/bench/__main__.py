@@ -4,6 +4,7 @@
                              [--compare-torch] [--threads auto|1|2|1,2] [--ops] [--profile] [--handoff] [--no-memory]
     python -m minidann.bench --ab-pairs 5 [--steps 100] [--threads ...] [--kernels ...]
     python -m minidann.bench --example-memory [--steps N]       (N steps per mode; docs/performance.md uses 300)
+    python -m minidann.bench --device gpu --launches [--compare-torch ...]
 
 The step is the example's: :func:`minidann.dann.train_step` in ``dann`` mode (half source, half target;
 forward, backward through the GRL, SGD with momentum) on the paper's network.
@@ -22,6 +23,8 @@ median ratio (:mod:`minidann.bench.pairs`).
 Peak memory of each implementation is measured in a fresh subprocess (``peak_rss_mb``: the whole process,
 libraries included). ``--profile`` adds the time per op and input shape of minidann's one-thread step, with
 ``--compare-torch`` PyTorch's per aten op beside it. Compare ratios from one run, not absolute times.
+``--launches`` (GPU) adds what one step runs on the GPU, counted by PyTorch's profiler: kernels, memsets and
+copies per step, minidann's and PyTorch's, with the most frequent kernels (:mod:`minidann.bench.launches`).
 ``--example-memory`` times nothing: it measures the peak resident memory of the example's whole CPU run
 (``--steps`` per mode) against the least a PyTorch version of that run must hold.
 """
@@ -37,6 +40,7 @@ from minidann.dann import batch_rows, halves_evenly
 from minidann.dispatch import KERNELS
 from minidann.fast.parallel import auto_threads, check_threads
 
+from .launches import launch_counts
 from .machine import core_handoff_probe
 from .memory import example_memory, peak_rss_mb
 from .ops import op_benchmarks
@@ -76,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "reference step always runs on one")
     parser.add_argument("--handoff", action="store_true",
                         help="also probe what handing memory between CPU cores costs (explains slow spells)")
+    parser.add_argument("--launches", action="store_true",
+                        help="GPU: also count the kernels, memsets and copies one step runs, minidann's and "
+                        "PyTorch's (PyTorch's profiler; needs torch with CUDA)")
     parser.add_argument("--example-memory", action="store_true",
                         help="instead of timing: peak memory of the example's whole run (--steps per mode, CPU) "
                              "and of the least a PyTorch version of that run must do")
@@ -122,6 +129,9 @@ def main(argv=None) -> int:
     except GPUUnavailableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.launches and device != "gpu":
+        print("error: --launches counts what a GPU runs: use it with --device gpu", file=sys.stderr)
+        return 2
     kernel_layers = ("reference", "fast") if args.kernels == "both" else (args.kernels,)
     threads = parse_threads(args.threads, device, args.batch_size, kernel_layers)
     if isinstance(threads, str):
@@ -151,6 +161,9 @@ def main(argv=None) -> int:
     if args.profile:
         for row in profile_step(device, args.batch_size, args.steps, args.compare_torch, args.torch_tf32,
                                 "reference" if args.kernels == "reference" else "fast"):
+            print(json.dumps(row))
+    if args.launches:
+        for row in launch_counts(device, args.batch_size, torch_tf32=args.torch_tf32):
             print(json.dumps(row))
     return 0
 
