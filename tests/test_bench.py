@@ -146,12 +146,16 @@ def test_launches_needs_a_gpu(capsys):
         launch_counts("cpu", 8)
 
 
-def test_launches_without_a_torch_that_traces_the_gpu_says_so(monkeypatch):
+def test_launches_without_torch_says_so(monkeypatch):
     from minidann.bench.launches import launch_counts
 
-    with monkeypatch.context() as m:
-        m.setitem(sys.modules, "torch", None)  # not importable
-        assert "torch is not importable" in launch_counts("gpu", 8)[0]["note"]
+    monkeypatch.setitem(sys.modules, "torch", None)  # not importable
+    assert "torch is not importable" in launch_counts("gpu", 8)[0]["note"]
+
+
+def test_launches_with_a_torch_without_cuda_says_so(monkeypatch):
+    from minidann.bench.launches import launch_counts
+
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "torch has no CUDA here" in launch_counts("gpu", 8)[0]["note"]
