@@ -5,8 +5,8 @@ and, moved to the GPU, on CuPy. Inputs avoid the places where finite differences
 least 0.1 away from 0, and max-pool inputs are a shuffled linspace, so no two values of a window are close.
 
 Convolution, max-pool, ReLU and cross-entropy cases call :mod:`minidann.dispatch`, so they check whichever layer
-of ops is active (``with minidann.kernels("reference"):``). The convolution cases cover every route of the fast layer: stride 1
-with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like DANN's first
+of ops is active (``with minidann.kernels("reference"):``). The convolution cases cover every route of the fast
+layer: stride 1 with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like DANN's first
 layer: C = 3, K = 5), stride 2 (chunked im2col, col2im), stride 1 with pad >= K (col2im input gradient), and
 batches whose last chunk of 4 images is smaller (N = 5, 9). Max-pool cases are tiled (kernel == stride: the
 "tiled" route on the CPU, "fused" kernels on a GPU) and overlapping (kernel 3, stride 2).
