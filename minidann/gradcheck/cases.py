@@ -6,10 +6,10 @@ least 0.1 away from 0, and max-pool inputs are a shuffled linspace, so no two va
 
 Convolution, max-pool, ReLU and cross-entropy cases call :mod:`minidann.dispatch`, so they check whichever layer
 of ops is active (``with minidann.kernels("reference"):``). The convolution cases cover every route of the fast
-layer: stride 1 with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like DANN's first
-layer: C = 3, K = 5), stride 2 (chunked im2col, col2im), stride 1 with pad >= K (col2im input gradient), and
-batches whose last chunk of 4 images is smaller (N = 5, 9). Max-pool cases are tiled (kernel == stride: the
-"tiled" route on the CPU, "fused" kernels on a GPU) and overlapping (kernel 3, stride 2).
+layer: stride 1 with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like
+DANN's first layer: C = 3, K = 5), stride 2 (chunked im2col, col2im), stride 1 with pad >= K (col2im input
+gradient), and batches whose last chunk of 4 images is smaller (N = 5, 9). Max-pool cases are tiled (kernel ==
+stride: the "tiled" route on the CPU, "fused" kernels on a GPU) and overlapping (kernel 3, stride 2).
 
 Besides the table: :func:`grl_exact` and :func:`grl_plain_check_fails` check the GRL for what it claims, and
 :func:`dann_saddle_check` checks the whole DANN update against finite differences of the saddle objective.
