@@ -293,6 +293,24 @@ def test_fast_max_pool_gradient_keeps_the_memory_order_of_x():
     assert xt.grad.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_windows_of_more_than_256_entries_take_the_reference_route(device):
+    # the tiled routes keep each window's winner in uint8: 17 x 17 = 289 entries would wrap around
+    assert fast_pool.routes(17, 17, device) == {"forward": "im2col", "input_grad": "col2im"}
+    x = np.random.default_rng(0).permutation(2 * 34 * 17).reshape(1, 2, 34, 17).astype(np.float64)
+    x[0, 1, 20, 16] = 1e6  # the winner of the second window of channel 1: its entry 3 * 17 + 16 = 67...
+    x[0, 0, 33, 16] = 1e6  # ... and of the second window of channel 0: entry 16 * 17 + 16 = 288 (> 255)
+    grads = []
+    for max_pool2d, dev in ((F.max_pool2d, "cpu"), (fast_pool.max_pool2d, device)):
+        xt = Tensor(to_device(x, dev), requires_grad=True)
+        max_pool2d(xt, 17, 17).backward(to_device(np.ones((1, 2, 2, 1)), dev))
+        grads.append(to_numpy(xt.grad))
+    np.testing.assert_array_equal(grads[1], grads[0])
+    assert grads[1][0, 0, 33, 16] == 1.0
+    with pytest.raises(ValueError, match="at most 256 entries"):
+        fast_pool.MaxPool2d(17, 17)
+
+
 def test_fast_max_pool_refuses_overlapping_windows_with_a_pointer_to_max_pool2d():
     with pytest.raises(ValueError, match="kernel == stride.*max_pool2d"):
         fast_pool.MaxPool2d(3, 2)

@@ -30,8 +30,14 @@ def routes(kernel=2, stride=2, device: str = "cpu") -> dict[str, str]:
     """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"routes: device must be 'cpu' or 'gpu', got {device!r}")
-    name = ("tiled" if device == "cpu" else "fused") if _pair(kernel) == _pair(stride) else None
+    name = ("tiled" if device == "cpu" else "fused") if _tiles(kernel, stride) else None
     return {"forward": name or "im2col", "input_grad": name or "col2im"}
+
+
+def _tiles(kernel, stride) -> bool:
+    """Whether the windows tile the image (kernel == stride) with winners that fit in uint8 (KH*KW <= 256)."""
+    KH, KW = _pair(kernel)
+    return (KH, KW) == _pair(stride) and KH * KW <= 256
 
 
 class MaxPool2d(reference.MaxPool2d):
@@ -43,10 +49,10 @@ class MaxPool2d(reference.MaxPool2d):
 
     def __init__(self, kernel=2, stride=2):
         super().__init__(kernel, stride)
-        if (self.KH, self.KW) != (self.SH, self.SW):
-            raise ValueError(f"fast MaxPool2d: takes windows that tile the image (kernel == stride), got kernel "
-                             f"{(self.KH, self.KW)} and stride {(self.SH, self.SW)}: use max_pool2d, which falls "
-                             "back to the reference op")
+        if not _tiles(kernel, stride):
+            raise ValueError(f"fast MaxPool2d: takes windows that tile the image (kernel == stride) of at most 256 "
+                             f"entries, got kernel {(self.KH, self.KW)} and stride {(self.SH, self.SW)}: use "
+                             "max_pool2d, which falls back to the reference op")
 
     def forward(self, x):
         OH, OW = reference.check_pool_args(x, self.KH, self.KW, self.SH, self.SW)
@@ -110,6 +116,6 @@ def _element_strides(a) -> tuple[int, ...]:
 
 def max_pool2d(x, kernel=2, stride=2) -> Tensor:
     """:func:`minidann.functions.max_pool2d` by the fast route: x (N, C, H, W) -> (N, C, OH, OW)."""
-    if _pair(kernel) == _pair(stride):  # routes(): "tiled" or "fused"
+    if _tiles(kernel, stride):  # routes(): "tiled" or "fused"
         return MaxPool2d(kernel, stride)(x)
     return reference.max_pool2d(x, kernel, stride)
