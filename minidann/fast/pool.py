@@ -4,8 +4,9 @@ When the kernel equals the stride (every CNN here), the k-th entry of every wind
 x[:, :, i::KH, j::KW]. On the CPU ("tiled") a running max over the KH*KW views finds the maxima with no copy of
 the windows, and the winners fit in uint8. On a GPU ("fused") the same maxima and winners come from one fused
 kernel, and the gradient from another (:mod:`minidann.fast.fused`): 2 launches instead of some 25 array ops.
-Overlapping (or gapped) windows, and windows of more than 256 entries, take the reference op. :func:`routes` names the route;
-tests/test_fast_kernels.py proves every route equal to the reference, forward and gradient, ties included.
+Overlapping (or gapped) windows, and windows of more than 256 entries, take the reference op. :func:`routes`
+names the route; tests/test_fast_kernels.py proves every route equal to the reference, forward and gradient, ties
+included.
 """
 
 from __future__ import annotations
