@@ -4,9 +4,10 @@
 here and stays off the device's critical path:
 
 - Batches: :class:`~minidann.batches.DomainBatches`, epoch-wise shuffles drawn from the run's host generator
-  (tf-dann's ``batch_generator``), gathered and preprocessed on the host, then copied to the device: the images
-  and, with them, the labels (range-checked on the host once, when the Trainer is made, so that the loss can
-  trust device labels without waiting for the device to check them).
+  (tf-dann's ``batch_generator``), gathered on the host. On the CPU they are preprocessed there; on a GPU their
+  uint8 pixels and their labels go in one host-to-device copy and are preprocessed on the device, with the same
+  arithmetic (:mod:`minidann.fast.batch_copy`). The labels are range-checked on the host once, when the Trainer
+  is made, so that the loss can trust device labels without waiting for the device to check them.
 - Kernels: ``kernels=`` (default: the active layer) applies while :meth:`Trainer.run` runs and goes into every
   checkpoint; restoring one trained with the other layer is refused. Fast kernels on the CPU run inside
   :func:`minidann.fast.tuning.tuned`.
@@ -44,6 +45,7 @@ from .backend import get_array_module, synchronize, to_device, to_numpy
 from .batches import DomainBatches, DomainData, EpochSampler
 from .checkpoint import Checkpoint, save_checkpoint, unsaveable_meta
 from .dann import DANN, MODES, batch_rows, lambda_schedule, lr_schedule, train_step
+from .fast.batch_copy import batch_to_device
 from .fast.parallel import check_threads
 from .fast.tuning import tuned
 from .io_errors import WriteFailed
@@ -193,6 +195,8 @@ class Trainer:
 
         # (checks the data, and the range of the labels the step will copy to the device unchecked)
         self.batches = DomainBatches(data, mode, batch_size, rng, num_classes=model.num_classes)
+        # the pixel mean on the device, once (the batches are preprocessed there, see _one_step)
+        self._mean_on_device = to_device(data.mean.astype(np.float32), "gpu") if self.device == "gpu" else None
         self.samplers: dict[str, EpochSampler] = self.batches.samplers
 
         self.step = 0  # steps completed
@@ -372,11 +376,14 @@ class Trainer:
             raise self._interrupt()
         step = self.step + 1
         _, lambd, lr = self.schedule(step)
-        x_host, y_host = self.batches.next()
+        # the batch (labels checked in range with the data); on a GPU its pixels and labels in one copy, then
+        # preprocessed there (minidann.fast.batch_copy)
+        if self.device == "gpu":
+            x, y = batch_to_device(*self.batches.next_pixels(), self._mean_on_device)
+        else:
+            x, y = self.batches.next()
         if step == self.nan_at_step:
-            x_host[:] = np.nan
-        # the step's host -> device copies, its batch: images and labels (checked in range when the data was)
-        x, y = to_device(x_host, self.device), to_device(y_host, self.device)
+            x[...] = np.nan
         stats = train_step(self.model, self.optimizer, x, y, self.mode, lambd, lr, threads=self.threads)
         self.step = step
         self._window.steps.append(step)

@@ -154,6 +154,20 @@ def test_cross_entropy_grad_is_softmax_minus_onehot_over_n(device, K):
     np.testing.assert_allclose(to_numpy(gz), want, rtol=1e-12, atol=1e-15)
 
 
+# ---- preprocessing ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_preprocess_pixels_is_the_hosts_preprocess_bit_for_bit(device):
+    from minidann.dann import pixel_mean, preprocess
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 7)).astype(np.uint8)
+    pixels[0, :, 0, 0] = (0, 255, 128)
+    mean = pixel_mean(pixels)
+    x = _dev(np.empty(pixels.shape, np.float32), device)
+    fused.preprocess_pixels(_dev(pixels, device), _dev(mean, device), 5 * 7, x)
+    assert to_numpy(x).tobytes() == preprocess(pixels, mean).tobytes()
+
+
 # ---- the calling convention --------------------------------------------------------------------------------
 
 def test_a_fused_op_refuses_the_wrong_number_of_arguments():

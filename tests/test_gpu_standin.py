@@ -210,9 +210,30 @@ def test_the_training_loop_syncs_once_per_logging_interval(standin, mode):
     # one copy of the window's statistics per metrics row; at the end, waits for the run's clock
     assert set(standin.syncs) <= {"get", "stream.synchronize"}
     assert standin.syncs["get"] == steps // log_every and standin.syncs["stream.synchronize"] <= 2
-    # per step its batch, images and labels, and nothing else (the domain labels are made on the device once)
+    # per step one copy: its batch's uint8 pixels and, behind them, its labels; nothing else (the domain labels
+    # are made on the device once)
     n_labelled = 4 if mode == "dann" else 8
-    assert [shape for shape, _ in standin.h2d] == [(8, 3, 28, 28), (n_labelled,)] * steps
+    assert standin.h2d == [((8 * 3 * 28 * 28 + n_labelled * 8,), "uint8")] * steps
+
+
+@pytest.mark.parametrize("n_labels,dtype", [(4, np.int64), (3, np.int64), (5, np.int32), (7, np.uint8)])
+def test_a_batch_goes_to_the_device_in_one_copy_and_is_preprocessed_there_bit_for_bit(standin, n_labels, dtype):
+    from minidann.dann import preprocess
+    from minidann.fast.batch_copy import ALIGN, batch_to_device
+
+    rng = np.random.default_rng(n_labels)
+    pixels = rng.integers(0, 256, (5, 3, 4, 6)).astype(np.uint8)  # 360 bytes: the labels start at 368
+    labels = rng.integers(0, 10, n_labels).astype(dtype)
+    mean = pixel_mean(pixels)
+    mean_on_device = to_device(mean, "gpu")
+    standin.reset()
+    x, y = batch_to_device(pixels, labels, mean_on_device)
+    # one copy, the labels starting at the next multiple of ALIGN bytes after the pixels
+    assert standin.h2d == [((368 + labels.nbytes,), "uint8")] and 368 % ALIGN == 0
+    assert standin.launches == {"minidann_preprocess_pixels": 1}
+    assert x.dtype == np.float32 and y.dtype == dtype and is_cupy_array(x) and is_cupy_array(y)
+    np.testing.assert_array_equal(to_numpy(y), labels)
+    assert to_numpy(x).tobytes() == preprocess(pixels, mean).tobytes()  # the host's arithmetic, bit for bit
 
 
 def test_the_training_loop_gives_the_step_device_labels(standin, monkeypatch):

@@ -207,3 +207,18 @@ cross_entropy_grad = Fused(
     const ptrdiff_t n = i / K, k = i % K;
     gz = (exp(z - lse[n]) - (k == (long long)labels[n] ? (T)1 : (T)0)) * (gy[0] * inv_n);
     """, _cross_entropy_grad_twin)
+
+
+# ---- preprocessing a batch on the device ----------------------------------------------------------------------
+
+def _preprocess_pixels_twin(pixels, mean, HW, x):
+    np.copyto(x, pixels)  # (uint8 -> float: exact)
+    x -= mean.reshape(1, 3, 1, 1)
+    x /= x.dtype.type(255.0)
+
+
+#: x = (pixels - mean[c]) / 255 in x's dtype, the arithmetic of :func:`minidann.dann.preprocess` on the host (so
+#: the images are the same bit for bit): pixels (N, 3, H, W) uint8, mean (3,), HW = H * W -> x (N, 3, H, W).
+preprocess_pixels = Fused(
+    "minidann_preprocess_pixels", "uint8 pixels, raw T mean, int32 HW", "T x",
+    "x = ((T)pixels - mean[(i / HW) % 3]) / (T)255;", _preprocess_pixels_twin)
