@@ -200,10 +200,29 @@ class Tensor:
 
 
 class Parameter(Tensor):
-    """A trainable tensor: ``requires_grad`` is True and :class:`~minidann.layers.Module` registers it."""
+    """A trainable tensor: ``requires_grad`` is True and :class:`~minidann.layers.Module` registers it.
+
+    ``grad_slot``: None, or an array of the parameter's shape and dtype into which an op may write the parameter's
+    next gradient instead of into a new array (on a GPU, :meth:`minidann.optim.SGD.zero_grad` hands each parameter
+    a slot of a fresh flat gradient buffer, which the optimizer then finds filled: no copy). An op takes it with
+    :meth:`take_grad_slot`, once.
+    """
 
     def __init__(self, data, name: str | None = None):
         super().__init__(data, requires_grad=True, name=name)
+        self.grad_slot = None
+
+    def take_grad_slot(self, dtype):
+        """The slot for this parameter's gradient, if it has one, of ``dtype``, and no gradient yet; else None.
+
+        A slot is given out once (it is None afterwards), so no array this parameter's ``.grad`` ever was is
+        written again.
+        """
+        slot = self.grad_slot
+        if slot is None or self.grad is not None or slot.dtype != dtype:
+            return None
+        self.grad_slot = None
+        return slot
 
     def __repr__(self):
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"

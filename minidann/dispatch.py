@@ -90,3 +90,12 @@ def softmax_cross_entropy(logits, labels) -> Tensor:
 
         return loss.softmax_cross_entropy(logits, labels)
     return F.softmax_cross_entropy(logits, labels)
+
+
+def linear(x, W, b=None) -> Tensor:
+    """:func:`minidann.functions.linear` on the active layer: x (N, D_in) @ W (D_in, D_out) + b -> (N, D_out)."""
+    if _active == "fast":
+        from .fast import linear as fast_linear
+
+        return fast_linear.linear(x, W, b)
+    return F.linear(x, W, b)

@@ -24,7 +24,9 @@ class SGD:
     step); the velocities and a gradient buffer are flat arrays laid out alike. A step then copies each
     gradient into its slice and updates every parameter at once: four array ops on the CPU, one fused kernel on a
     GPU (:data:`minidann.fast.fused.sgd_momentum`), instead of four per parameter, with the same arithmetic
-    element by element. A step where some
+    element by element. On a GPU most gradients are in their slices already: :meth:`zero_grad` hands every
+    parameter its slice of a fresh gradient buffer (``Parameter.grad_slot``), which the fast layer's linear layers
+    and convolution biases write into. A step where some
     parameter has no gradient, or parameters of mixed dtypes or devices, updates them one by one instead.
     """
 
@@ -42,8 +44,18 @@ class SGD:
         self._flat = None  # the flat layout, once a step has made it (see _flat_layout)
 
     def zero_grad(self) -> None:
+        """Forget every gradient. On a GPU, once the flat buffers exist, also hand each parameter a slot of a fresh
+        flat gradient buffer (``Parameter.grad_slot``), into which the fast layer writes the gradients it can, so
+        that :meth:`step` finds them in place (fresh: a gradient kept from an earlier step stays as it was)."""
         for p in self.params:
             p.grad = None
+        flat = self._flat
+        if flat is not None and get_array_module(flat["theta"]) is not np:
+            xp = get_array_module(flat["theta"])
+            flat["grad"] = xp.zeros_like(flat["theta"])  # (the gaps between slices stay 0)
+            flat["grads"] = self._views(flat["grad"])
+            for p, slot in zip(self.params, flat["grads"], strict=True):
+                p.grad_slot = slot
 
     def step(self) -> None:
         grads = [p.grad for p in self.params]
@@ -56,7 +68,8 @@ class SGD:
             return
         theta, grad, velocity = flat["theta"], flat["grad"], flat["velocity"]
         for view, g in zip(flat["grads"], grads, strict=True):
-            view[...] = g  # one copy per parameter into the flat gradient
+            if g is not view:  # (a gradient an op wrote into its slot is there already)
+                view[...] = g  # one copy per parameter into the flat gradient
         lr, m, wd = self.lr, self.momentum, self.weight_decay
         if m:  # one fused kernel on a GPU; on the CPU its twin, the same four array ops as below
             sgd_momentum(grad, *(theta.dtype.type(v) for v in (lr, m, wd)), theta, velocity)
@@ -102,9 +115,8 @@ class SGD:
         for p in self.params:
             starts.append(total)
             total += -(-p.data.size // self.ALIGN) * self.ALIGN
-
-        def views(buf):
-            return [buf[s : s + p.data.size].reshape(p.shape) for s, p in zip(starts, self.params, strict=True)]
+        self._starts = starts
+        views = self._views
 
         theta = xp.zeros(total, dtype=dtype)
         grad = xp.zeros(total, dtype=dtype)  # (the gaps between slices stay 0, so they never move)
@@ -123,6 +135,10 @@ class SGD:
         self._flat = {"theta": theta, "grad": grad, "velocity": velocity, "grads": views(grad), "params": params,
                       "velocities": velocities}
         return self._flat
+
+    def _views(self, buf) -> list:
+        """Each parameter's slice of the flat array ``buf``, shaped like the parameter (views, no copies)."""
+        return [buf[s : s + p.data.size].reshape(p.shape) for s, p in zip(self._starts, self.params, strict=True)]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host copies of the momentum buffers (zeros where a parameter has not been stepped yet)."""

@@ -26,12 +26,13 @@ from minidann.train import DomainData, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Launches of one DANN step (forward, backward, SGD) as measured on the stand-in: the same at every batch size.
-#: Measured 90 (188 before the fused kernels of minidann.fast.fused): the five linear layers 25, the two convolutions
-#: 21, SGD 15 (14 gradient copies into the flat buffer, one fused update), ReLU 5 forward and 5 fused gradients,
-#: max-pool 4 (a fused kernel each way, per pool), cross-entropy 6 (rows and mean forward, one gradient, per loss),
-#: domain accuracy 3; the other 6: L_y + L_d, backward's seed, the GRL, the features' slice (2) and the sum of the
-#: features' two gradients.
-DANN_STEP_LAUNCHES = 90
+#: Measured 79 (188 before the fused kernels of minidann.fast.fused and the gradient slots): the five linear layers
+#: 25, the two convolutions 21, SGD 4 (a fresh zeroed gradient buffer, whose slots the linear layers and the conv
+#: biases write their gradients into; the two conv weights' gradients copied there; one fused update), ReLU 5 forward
+#: and 5 fused gradients, max-pool 4 (a fused kernel each way, per pool), cross-entropy 6 (rows and mean forward, one
+#: gradient, per loss), domain accuracy 3; the other 6: L_y + L_d, backward's seed, the GRL, the features' slice (2)
+#: and the sum of the features' two gradients.
+DANN_STEP_LAUNCHES = 79
 
 
 # ---- the stand-in is as strict as CuPy ----

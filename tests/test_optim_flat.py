@@ -106,3 +106,70 @@ def test_flat_sgd_takes_a_handful_of_launches_on_the_device(standin):
     # 14 gradient copies, then the update of every parameter in one fused kernel (one by one it was 56 launches)
     assert standin.n_launches == 15 and standin.launches["minidann_sgd_momentum"] == 1 and standin.n_syncs == 0
     assert all(p.data.base is not None for p in params)  # views of the flat buffer, on the device
+
+
+# ---- on a GPU: gradients written into the flat buffer by the ops, through the parameters' slots ----
+
+def _dann_gpu_step(model, opt, seed):
+    from minidann.dann import train_step
+
+    rng = np.random.default_rng(seed)
+    x = to_device(rng.standard_normal((8, 3, 28, 28)).astype(np.float32), "gpu")
+    return train_step(model, opt, x, rng.integers(0, 10, 4), "dann", 0.5, 0.01)
+
+
+def test_on_a_gpu_the_fast_layer_writes_gradients_into_the_flat_buffer(standin):
+    from minidann.dann import build_model, build_optimizer
+
+    model = build_model(np.random.default_rng(0), "gpu")
+    opt = build_optimizer(model)
+    _dann_gpu_step(model, opt, 1)  # the first step makes the flat buffers; from the next one on, slots
+    _dann_gpu_step(model, opt, 2)
+    in_place = {name for (name, p), view in zip(model.named_parameters(), opt._flat["grads"], strict=True)
+                if p.grad is view}
+    names = {name for name, _ in model.named_parameters()}
+    # every linear layer's W and b and both convolutions' b; a convolution's gW is a transposed product: copied
+    assert in_place == {n for n in names if not (n.endswith(".W") and "feature_extractor" in n)}, in_place
+    assert len(names - in_place) == 2
+    assert all(p.grad_slot is None for n, p in model.named_parameters() if n in in_place)  # each slot used once
+
+
+def test_a_gradient_kept_from_one_step_is_not_overwritten_by_the_next(standin):
+    from minidann.backend import to_numpy
+    from minidann.dann import build_model, build_optimizer
+
+    model = build_model(np.random.default_rng(0), "gpu")
+    opt = build_optimizer(model)
+    for seed in (1, 2):
+        _dann_gpu_step(model, opt, seed)
+    kept = [p.grad for p in model.parameters()]
+    values = [to_numpy(g).copy() for g in kept]
+    _dann_gpu_step(model, opt, 3)  # another batch: other gradients, in a fresh buffer
+    assert any(not np.array_equal(to_numpy(p.grad), v) for p, v in zip(model.parameters(), values, strict=True))
+    for g, v in zip(kept, values, strict=True):
+        np.testing.assert_array_equal(to_numpy(g), v)
+
+
+def test_two_backward_passes_without_zero_grad_add_up_on_a_gpu_as_on_the_cpu(standin):
+    from minidann.backend import to_numpy
+    from minidann.dann import build_model, build_optimizer
+    from minidann.dann.step import forward_backward
+
+    grads = {}
+    for device in ("cpu", "gpu"):
+        model = build_model(np.random.default_rng(0), device)
+        opt = build_optimizer(model)
+        rng = np.random.default_rng(1)
+        x, x2 = (md.Tensor(to_device(rng.standard_normal((8, 3, 28, 28)).astype(np.float32), device))
+                 for _ in range(2))
+        y = rng.integers(0, 10, 4)
+        from minidann.dann import train_step
+
+        train_step(model, opt, x, y, "dann", 0.5, 0.01)  # makes the flat buffers (and slots on the GPU)
+        opt.zero_grad()
+        with md.kernels("fast"):
+            forward_backward(model, x, y, "dann", 0.5)  # fills the slots ...
+            forward_backward(model, x2, y, "dann", 0.5)  # ... then adds another batch's gradient to each
+        grads[device] = [to_numpy(p.grad) for p in model.parameters()]
+    for g_gpu, g_cpu in zip(grads["gpu"], grads["cpu"], strict=True):
+        np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-3, atol=1e-5)

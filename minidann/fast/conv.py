@@ -37,6 +37,7 @@ from ..backend import get_array_module
 from ..core import Tensor, is_grad_enabled
 from ..functions import conv as reference
 from ..functions.conv import _pair, col2im, pad_channels_last
+from .linear import row_sums
 
 # On the CPU the batch is processed a few images at a time: the columns just written by im2col are then still
 # in cache when the matrix product reads them, which halves the time of a DANN-sized conv. A GPU gets the
@@ -153,7 +154,7 @@ class Conv2d(reference.Conv2d):
             else:
                 gx = self._input_grad_col2im(gy_mat, OH, OW)
         if need_b and not self.cpu:  # gb[oc] = sum over n, oh, ow of gy: one reduction kernel on a GPU
-            gb = gy_mat.sum(axis=0)
+            gb = row_sums(gy_mat, self, 2)  # (into b's gradient slot, when it has one)
         elif need_b:
             # On the CPU, as the product 1^T gy_mat: one BLAS call, several times faster than NumPy's row-by-row
             # gy_mat.sum(axis=0) on a tall, narrow matrix (0.1 against 0.7 ms for conv1). (A GPU would launch two

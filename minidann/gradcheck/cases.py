@@ -4,7 +4,7 @@ Each :class:`Case` builds its inputs from a seeded host generator (float64), so 
 and, moved to the GPU, on CuPy. Inputs avoid the places where finite differences lie: ReLU inputs are kept at
 least 0.1 away from 0, and max-pool inputs are a shuffled linspace, so no two values of a window are close.
 
-Convolution, max-pool, ReLU and cross-entropy cases call :mod:`minidann.dispatch`, so they check whichever layer
+Linear, convolution, max-pool, ReLU and cross-entropy cases call :mod:`minidann.dispatch`, so they check whichever layer
 of ops is active (``with minidann.kernels("reference"):``). The convolution cases cover every route of the fast
 layer: stride 1 with C * KW >= 16 (shifted rows, flipped-kernel input gradient) and below (kept columns, like
 DANN's first layer: C = 3, K = 5), stride 2 (chunked im2col, col2im), stride 1 with pad >= K (col2im input
@@ -100,9 +100,9 @@ FUNCTION_CASES: list[Case] = [
     Case("mean", "(3,4) -> ()", F.mean, lambda r: [r.standard_normal((3, 4))]),
     Case("relu", "(4,5)", dispatch.relu, lambda r: [away_from_zero(r, (4, 5))]),
     Case("sigmoid", "(4,5)", F.sigmoid, lambda r: [r.standard_normal((4, 5))]),
-    Case("linear", "x(4,5) W(5,3) b(3)", F.linear,
+    Case("linear", "x(4,5) W(5,3) b(3)", dispatch.linear,
          lambda r: [r.standard_normal((4, 5)), r.standard_normal((5, 3)), r.standard_normal(3)]),
-    Case("linear", "x(1,5) W(5,3) no bias, batch 1", F.linear,
+    Case("linear", "x(1,5) W(5,3) no bias, batch 1", dispatch.linear,
          lambda r: [r.standard_normal((1, 5)), r.standard_normal((5, 3))]),
     # stride 1, C * KW < 16: kept columns (the second is DANN's first layer, C = 3, K = 5)
     _conv_case(2, 3, 7, 7, 4, 3, 1, 0),
