@@ -192,3 +192,38 @@ def test_temporary_files_of_a_killed_download_are_removed_by_the_next_one(server
     os.utime(stale, (old, old))
     download_file(RemoteFile("data.bin", (f"{base}/data.bin",), _md5(PAYLOAD)), dest)
     assert sorted(p.name for p in dest.iterdir()) == [fresh.name, "data.bin"]
+
+
+def test_a_disk_that_fills_up_stops_at_the_first_mirror_even_when_the_file_fails_to_close(server, tmp_path,
+                                                                                        monkeypatch):
+    # A buffered file that a full disk refused still holds bytes, and closing it fails the same way: that second
+    # failure must not pass for the network's (and send the download to the next mirror, onto the same disk).
+    import errno
+
+    from minidann.data import download as download_module
+    from minidann.data.download import DataFolderNotWritable
+
+    base, files = server
+    body = bytes(range(256)) * 1200  # 307,200 bytes: several blocks
+    files["/a/big.bin"] = files["/b/big.bin"] = body
+    opened = []
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.name, self.writes = str(path), 0
+            opened.append(path)
+
+        def write(self, block):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(block)
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")  # the buffered rest, flushed
+
+    monkeypatch.setattr(download_module, "open", FullDisk, raising=False)
+    remote = RemoteFile("big.bin", (f"{base}/a/big.bin", f"{base}/b/big.bin"), f"size:{len(body)}")
+    with pytest.raises(DataFolderNotWritable, match="cannot write .*big.bin: the disk is full"):
+        download_file(remote, tmp_path)
+    assert len(opened) == 1  # the second mirror was not tried

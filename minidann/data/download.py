@@ -150,55 +150,66 @@ def _fetch(url: str, tmp: Path, checker: _Checker, timeout: float, label: str) -
         if total is not None and total > cap:
             raise OSError(f"the server announces {total:,} bytes, more than the {cap:,} expected")
         read = getattr(resp, "read1", resp.read)  # read1: whatever has arrived, so a trickle is measured as such
-        window_start, window_bytes = time.monotonic(), 0
         try:
             f = open(tmp, "xb")
         except OSError as e:  # a local failure, not the network's: the caller must not try the next mirror
             raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
-        with f:
+        try:
+            _stream_into(f, read, checker, cap, total, label)
+        finally:
             try:
-                from tqdm import tqdm
-            except ImportError:  # tqdm is a dependency, but a download must not fail for a progress bar
-                tqdm = None
-            bar = (
-                tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None, leave=False)
-                if tqdm is not None
-                else None
-            )
-            try:
-                while True:
-                    block = read(_CHUNK)
-                    if not block:
-                        break
-                    if checker.size + len(block) > cap:
-                        raise OSError(f"the server sent more than the {cap:,} bytes expected")
-                    try:
-                        f.write(block)
-                    except OSError as e:
-                        raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
-                    checker.update(block)
-                    # Each read has its timeout; a server that sends a little just before every timeout is caught
-                    # here: over every window of RATE_WINDOW_S seconds it must average MIN_RATE bytes per second.
-                    window_bytes += len(block)
-                    elapsed = time.monotonic() - window_start
-                    if elapsed >= RATE_WINDOW_S:
-                        if window_bytes < MIN_RATE * elapsed:
-                            raise TimeoutError(f"too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.0f} s, "
-                                               f"less than {MIN_RATE:,}")
-                        window_start, window_bytes = time.monotonic(), 0
-                    if bar is not None:
-                        bar.update(len(block))
-            finally:
-                if bar is not None:
-                    bar.close()
-            # http.client does not always raise when the server closes early, so compare with the announced size.
-            if total is not None and checker.size != total:
-                raise OSError(f"connection closed after {checker.size} of {total} bytes")
-            try:
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError as e:
+                f.close()
+            except OSError as e:  # bytes still buffered after a failed write: the disk again, not the network
                 raise write_failed(tmp.parent / label, e, alternative=_ELSEWHERE) from e
+
+
+def _stream_into(f, read, checker: _Checker, cap: int, total: int | None, label: str) -> None:
+    """_fetch's loop: read blocks until the end, checking size and rate, into the open file ``f``; sync it."""
+    where = Path(f.name).parent / label  # (the final name, for the messages)
+    window_start, window_bytes = time.monotonic(), 0
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but a download must not fail for a progress bar
+        tqdm = None
+    bar = (
+        tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None, leave=False)
+        if tqdm is not None
+        else None
+    )
+    try:
+        while True:
+            block = read(_CHUNK)
+            if not block:
+                break
+            if checker.size + len(block) > cap:
+                raise OSError(f"the server sent more than the {cap:,} bytes expected")
+            try:
+                f.write(block)
+            except OSError as e:
+                raise write_failed(where, e, alternative=_ELSEWHERE) from e
+            checker.update(block)
+            # Each read has its timeout; a server that sends a little just before every timeout is caught
+            # here: over every window of RATE_WINDOW_S seconds it must average MIN_RATE bytes per second.
+            window_bytes += len(block)
+            elapsed = time.monotonic() - window_start
+            if elapsed >= RATE_WINDOW_S:
+                if window_bytes < MIN_RATE * elapsed:
+                    raise TimeoutError(f"too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.0f} s, "
+                                       f"less than {MIN_RATE:,}")
+                window_start, window_bytes = time.monotonic(), 0
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
+    # http.client does not always raise when the server closes early, so compare with the announced size.
+    if total is not None and checker.size != total:
+        raise OSError(f"connection closed after {checker.size} of {total} bytes")
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+        raise write_failed(where, e, alternative=_ELSEWHERE) from e
 
 
 _ELSEWHERE = "choose another data folder with --data-dir (or $MINIDANN_DATA)"
