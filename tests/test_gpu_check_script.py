@@ -58,13 +58,15 @@ def test_a_passing_run_exits_0_runs_every_part_and_keeps_its_logs(tmp_path):
     assert "-m minidann.gradcheck --device gpu" in joined
     assert "examples/mnist_to_mnistm.py --device gpu --steps 2000" in joined
     assert "--batch-size 64" in joined and "--batch-size 512" in joined
+    assert "--launches" in joined and "--batch-size 512 --steps 30 --no-memory --torch-tf32" in joined
     for part in ("preflight", "tests", "gradcheck", "example", "bench64", "bench512"):
         assert (out / f"{part}.log").is_file(), part
         assert re.search(rf"^{part} +ok ", proc.stdout, re.M), part
 
 
 @pytest.mark.parametrize("match,part", [("-m pytest", "tests"), ("minidann.gradcheck", "gradcheck"),
-                                        ("mnist_to_mnistm", "example"), ("--batch-size 512", "bench512")])
+                                        ("mnist_to_mnistm", "example"), ("--batch-size 512", "bench512"),
+                                        ("--torch-tf32", "bench512")])
 def test_a_failing_part_makes_the_run_fail_and_is_named(tmp_path, match, part):
     proc, calls, _ = run_check(tmp_path, FAIL_MATCH=match)
     assert proc.returncode == 1, proc.stdout + proc.stderr
