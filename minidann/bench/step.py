@@ -162,6 +162,11 @@ def _step_benchmark(device, batch, steps, compare_torch, threads, torch_tf32, ke
                "page_faults_per_step": round(faults["torch"] / steps, 1)}
         if t_step.float32:
             row["float32"] = t_step.float32
+        if device == "gpu":  # what PyTorch's caching allocator held at most (as CuPy's pool: gpu_pool_mb above)
+            import torch
+
+            row["gpu_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+            row["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         rows.append(row)
         for name, (step, n) in impls.items():
             if n is not None:
