@@ -374,3 +374,13 @@ def test_the_example_on_the_gpu_through_the_standin(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert results["device"] == "gpu" and set(results["modes"]) == {"source", "dann"}
+
+
+def test_a_batch_that_is_not_uint8_pixels_is_refused_before_any_copy(standin):
+    from minidann.fast.batch_copy import batch_to_device
+
+    mean = to_device(np.zeros(3, np.float32), "gpu")
+    standin.reset()
+    with pytest.raises(ValueError, match="pixels must be uint8 of shape .N, 3, H, W., not preprocessed already"):
+        batch_to_device(np.zeros((2, 3, 4, 4), np.float32), np.zeros(1, np.int64), mean)
+    assert standin.h2d == []

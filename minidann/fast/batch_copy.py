@@ -24,6 +24,9 @@ def batch_to_device(pixels: np.ndarray, labels: np.ndarray, mean_on_device, devi
     ``mean_on_device``: the (3,) float32 pixel mean, already on the device (made once by the caller).
     Returns x (N, 3, H, W) float32 preprocessed, and the labels, both device arrays (views and one new array).
     """
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"batch_to_device: pixels must be uint8 of shape (N, 3, H, W), not preprocessed already, got "
+                         f"{pixels.dtype} {pixels.shape}")
     pixels, labels = np.ascontiguousarray(pixels), np.ascontiguousarray(labels)
     n_pixels = pixels.nbytes
     start = -(-n_pixels // ALIGN) * ALIGN
