@@ -96,7 +96,7 @@ class Module:
         """Move every parameter to ``'cpu'`` or ``'gpu'`` in place; returns self."""
         for p in self.parameters():
             p.data = to_device(p.data, device)
-            p.grad = None
+            p.grad = p.grad_slot = None  # (a slot is a view of the optimizer's buffer on the old device)
         return self
 
     @property

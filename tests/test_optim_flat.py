@@ -173,3 +173,16 @@ def test_two_backward_passes_without_zero_grad_add_up_on_a_gpu_as_on_the_cpu(sta
         grads[device] = [to_numpy(p.grad) for p in model.parameters()]
     for g_gpu, g_cpu in zip(grads["gpu"], grads["cpu"], strict=True):
         np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-3, atol=1e-5)
+
+
+def test_moving_the_model_drops_its_gradient_slots(standin):
+    from minidann.dann import build_model, build_optimizer
+
+    model = build_model(np.random.default_rng(0), "gpu")
+    opt = build_optimizer(model)
+    for seed in (1, 2):
+        _dann_gpu_step(model, opt, seed)
+    opt.zero_grad()
+    assert all(p.grad_slot is not None for p in model.parameters())
+    model.to("cpu")
+    assert all(p.grad_slot is None for p in model.parameters())
