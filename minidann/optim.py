@@ -26,8 +26,8 @@ class SGD:
     GPU (:data:`minidann.fast.fused.sgd_momentum`), instead of four per parameter, with the same arithmetic
     element by element. On a GPU most gradients are in their slices already: :meth:`zero_grad` hands every
     parameter its slice of a fresh gradient buffer (``Parameter.grad_slot``), which the fast layer's linear layers
-    and convolution biases write into. A step where some
-    parameter has no gradient, or parameters of mixed dtypes or devices, updates them one by one instead.
+    and convolution biases write into. A step where some parameter has no gradient, or parameters of mixed dtypes
+    or devices, updates them one by one instead.
     """
 
     #: each parameter's slice of the flat buffers starts at a multiple of this many elements (64 bytes of float32)

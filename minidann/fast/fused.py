@@ -3,7 +3,8 @@
 On a GPU, a DANN step at batch 64 is bound by kernel launches, not arithmetic: every array op is one launch
 of 5 to 20 microseconds, however little it computes. Each :class:`Fused` op here does in one launch what takes
 several array ops: a CuPy ``ElementwiseKernel`` (CUDA C, compiled by CuPy on first use) for CuPy arrays, and for
-NumPy arrays its *twin*, a NumPy function that computes the same outputs from the same arguments.
+NumPy arrays its *twin*, a NumPy function that computes the same outputs from the same arguments (up to float
+rounding where the GPU's compiler fuses a multiply and an add into one instruction, as in the momentum update).
 
 The contract of every op: ``op(*inputs, *outputs)`` with arguments in the order of ``in_params`` then
 ``out_params``; the outputs are arrays the caller made (C-contiguous, of the listed dtypes) and are written in
