@@ -582,4 +582,6 @@ def test_labels_a_mode_never_reads_may_be_left_empty(tmp_path, mode, unread):
     d = _tiny_data(16)
     setattr(d, f"{unread}_labels", np.zeros(0, np.int64))
     model = build_model(np.random.default_rng(0))
-    Trainer(model, build_optimizer(model), d, mode, 2, 8, np.random.default_rng(0), progress=False).run()
+    t = Trainer(model, build_optimizer(model), d, mode, 2, 8, np.random.default_rng(0), progress=False)
+    t.run()
+    assert t.step == 2
